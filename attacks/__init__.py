@@ -1,0 +1,62 @@
+"""Adversarial attacks with one uniform functional API.
+
+Every attack is `attack(model, x, y, *, eps, ...) -> x_adv`, with `x` float
+`(batch, height, width, channels)` in `[0, 1]`, `y` int `(batch,)`, and
+`x_adv` of the same shape and dtype inside the box and the eps-ball. See
+`attacks.pgd.pgd` for the full contract.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Mapping
+
+from attacks import fgsm as _fgsm  # noqa: F401  (registers fgsm, fgm)
+from attacks import pgd as _pgd  # noqa: F401  (registers pgd, bim)
+from attacks._registry import ATTACKS
+from attacks.fgsm import fgm, fgsm
+from attacks.pgd import bim, pgd
+
+__all__ = ["bim", "fgm", "fgsm", "from_config", "get_attack",
+           "list_attacks", "pgd"]
+
+
+def get_attack(name: str) -> Callable[..., Any]:
+    """The attack function registered as `name`.
+
+    Raises:
+        KeyError: unknown name; the message lists `list_attacks()`.
+    """
+    return ATTACKS.get(name)
+
+
+def list_attacks(pattern: str = "*") -> list[str]:
+    """Registered attack names matching the fnmatch `pattern`."""
+    return ATTACKS.names(pattern)
+
+
+def from_config(config: Mapping[str, Any]) -> Callable[..., Any]:
+    """Binds an attack config, e.g. `{"name": "pgd", "eps": 0.1, ...}`.
+
+    Returns:
+        `fn(model, x, y) -> x_adv` with every other argument taken from
+        `config` (an `ml_collections.ConfigDict` or a dict).
+
+    Raises:
+        KeyError: unknown attack name.
+        TypeError: a config key that the attack does not accept.
+    """
+    kwargs = dict(config)
+    name = kwargs.pop("name")
+    fn = get_attack(name)
+    # Fail now, not at the first training step, on a misspelt key.
+    params = inspect.signature(fn).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise TypeError(
+                f"attack {name!r} got unknown arguments {unknown}; accepted: "
+                f"{sorted(k for k in params if k not in ('model', 'x', 'y'))}"
+            )
+    return functools.partial(fn, **kwargs)

@@ -1,0 +1,73 @@
+"""The Keras callbacks of a training run, laid out in its workdir:
+
+    <workdir>/backup/         BackupAndRestore state (a killed run resumes)
+    <workdir>/checkpoints/last.keras   last finite epoch's full model
+    <workdir>/tensorboard/    TensorBoard logs
+    <workdir>/log.csv         one row per epoch (appended on resume)
+
+A step with a NaN/inf loss stops training (`TerminateOnNaN`), and a state
+whose logs or weights are not finite is never written to `checkpoints/` or
+`backup/`, so both keep the last good state.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+
+import keras
+import numpy as np
+
+
+def _finite(logs, model) -> bool:
+    """Logs and weights are finite. A step's logged loss is computed before
+    its update, so the weights must be checked too before saving them."""
+    if not all(math.isfinite(float(v)) for v in (logs or {}).values()):
+        return False
+    return all(np.isfinite(w).all() for w in model.get_weights())
+
+
+class _FiniteCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that skips an epoch whose logs are not finite."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.model.stop_training and _finite(logs, self.model):
+            super().on_epoch_end(epoch, logs)
+
+
+class _FiniteBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that never backs up a non-finite state."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if _finite(logs, self.model):
+            super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.model.stop_training and _finite(logs, self.model):
+            super().on_epoch_end(epoch, logs)
+            if self.save_freq != "epoch":
+                # Step-wise backups also save at each epoch end, so that a
+                # run killed between epochs resumes at the next epoch.
+                self._save_model()
+
+
+def build_callbacks(workdir: pathlib.Path, backup_every_steps: int | None
+                    ) -> list[keras.callbacks.Callback]:
+    """Callbacks for `fit()`: NaN stop, backup, checkpoint, CSV, TensorBoard.
+
+    Args:
+        workdir: the run's directory (this worker's, under multi-worker).
+        backup_every_steps: back up every N steps as well as every epoch;
+            None backs up at epoch ends only.
+    """
+    workdir = pathlib.Path(workdir)
+    return [
+        keras.callbacks.TerminateOnNaN(),
+        _FiniteBackup(str(workdir / "backup"),
+                      save_freq=backup_every_steps or "epoch",
+                      double_checkpoint=True, delete_checkpoint=False),
+        _FiniteCheckpoint(str(workdir / "checkpoints" / "last.keras")),
+        keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True),
+        keras.callbacks.TensorBoard(str(workdir / "tensorboard"),
+                                    update_freq="epoch"),
+    ]

@@ -1,0 +1,146 @@
+r"""Measures a trained model: clean accuracy and robust accuracy under an
+attack, over the full test split (or the first --num_examples images).
+
+    python evaluate.py --workdir=/tmp/pgd                # recipe's eval attack
+    python evaluate.py --workdir=/tmp/pgd --steps=100 --restarts=5
+    python evaluate.py --model=/path/model.keras --dataset=fashion_mnist \
+        --eps=0.1 --step_size=0.01 --steps=20
+
+The threat model (attack, norm, eps, steps, step size, restarts, targeted)
+comes from the recipe's `eval.attack`, each field overridable by a flag.
+Prints a table and writes a JSON report under <workdir>/reports/ (a new file
+for every run; nothing is overwritten).
+"""
+
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import time  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+import distribute  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir.")
+_MODEL = flags.DEFINE_string("model", None, "A .keras model file.")
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset (default: recipe's).")
+_STRATEGY = flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES,
+                              "tf.distribute strategy.")
+_TPU = flags.DEFINE_string("tpu", None, "TPU name or address.")
+_ATTACK = flags.DEFINE_string("attack", None, "Attack name (default: pgd).")
+_EPS = flags.DEFINE_float("eps", None, "Budget on the [0, 1] pixel scale.")
+_STEP_SIZE = flags.DEFINE_float("step_size", None, "Step size, [0, 1] scale.")
+_STEPS = flags.DEFINE_integer("steps", None, "Attack iterations.")
+_NORM = flags.DEFINE_enum("norm", None, ["inf", "2"], "Threat-model norm.")
+_RESTARTS = flags.DEFINE_integer("restarts", None, "Random restarts.")
+_TARGETED = flags.DEFINE_bool("targeted", None, "Random wrong target label.")
+_NUM = flags.DEFINE_integer("num_examples", None, "First N test images.")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts/targets.")
+_OUTPUT = flags.DEFINE_string("output", None, "Report path (JSON).")
+
+
+def _settings() -> tuple[dict, pathlib.Path, pathlib.Path]:
+    """(recipe config as a dict or {}, model path, report directory)."""
+    if bool(_WORKDIR.value) == bool(_MODEL.value):
+        raise app.UsageError("give exactly one of --workdir or --model")
+    if _MODEL.value:
+        path = pathlib.Path(_MODEL.value)
+        cfg_path = path.parent / "config.json"
+    else:
+        path = pathlib.Path(_WORKDIR.value) / "model.keras"
+        cfg_path = path.parent / "config.json"
+    if not path.exists():
+        raise app.UsageError(f"no model at {path}; train one with train.py")
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    return cfg, path, path.parent / "reports"
+
+
+def _attack_config(cfg: dict) -> dict:
+    attack = dict(cfg.get("eval", {}).get("attack") or
+                  {"name": "pgd", "norm": "inf", "rand_init": True})
+    overrides = {"name": _ATTACK.value, "eps": _EPS.value,
+                 "step_size": _STEP_SIZE.value, "steps": _STEPS.value,
+                 "norm": _NORM.value, "restarts": _RESTARTS.value,
+                 "targeted": _TARGETED.value}
+    attack.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [k for k in ("eps", "step_size", "steps") if k not in attack]
+    if missing and attack["name"] in ("pgd", "bim"):
+        raise app.UsageError(f"set {missing} with flags (no recipe config)")
+    attack["seed"] = _SEED.value
+    return attack
+
+
+def _report_path(report_dir: pathlib.Path, label: str) -> pathlib.Path:
+    if _OUTPUT.value:
+        path = pathlib.Path(_OUTPUT.value)
+        if path.exists():
+            raise app.UsageError(f"{path} exists; it is never overwritten")
+        return path
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path, i = report_dir / f"{label}.json", 1
+    while path.exists():
+        path, i = report_dir / f"{label}_{i}.json", i + 1
+    return path
+
+
+def main(argv):
+    del argv
+    strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
+    import keras
+
+    import attacks
+    import data
+    from evaluation import attack_label, robust_accuracy
+    from trainer import AdversarialTrainer
+
+    cfg, model_path, report_dir = _settings()
+    data_cfg = cfg.get("data", {})
+    dataset_name = _DATASET.value or data_cfg.get("name")
+    if not dataset_name:
+        raise app.UsageError("--dataset is required without a recipe config")
+    attack = _attack_config(cfg)
+    targeted = bool(attack.get("targeted"))
+    batch = _BATCH.value or cfg.get("eval", {}).get("batch_size") or 500
+    num = _NUM.value or cfg.get("eval", {}).get("num_examples")
+    ds = data.get_dataset(
+        dataset_name, "test", batch_size=batch, num_examples=num,
+        data_dir=data_cfg.get("data_dir"),
+        image_size=data_cfg.get("image_size"),
+        channels=data_cfg.get("channels"))
+    with strategy.scope():
+        model = keras.saving.load_model(model_path)
+    if isinstance(model, AdversarialTrainer):
+        model = model.net
+    total = num or data.get_info(dataset_name).num_test
+    start = time.time()
+    result = robust_accuracy(
+        model, ds, attacks.from_config(attack),
+        num_classes=data.get_info(dataset_name).num_classes,
+        targeted=targeted, strategy=strategy, seed=_SEED.value,
+        steps=-(-total // batch))
+    label = attack_label(attack)
+    report = {"model": str(model_path), "dataset": dataset_name,
+              "split": "test", "attack": attack, **result,
+              "seconds": round(time.time() - start, 1),
+              "strategy": _STRATEGY.value}
+    path = _report_path(report_dir, label)
+    path.write_text(json.dumps(report, indent=2))
+    rows = [("examples", f"{result['n']}"),
+            ("clean_acc", f"{result['clean_acc']:.4f}"),
+            (f"robust_acc ({label})", f"{result['robust_acc']:.4f}")]
+    if targeted:
+        rows.append(("attack_success_rate",
+                     f"{result['attack_success_rate']:.4f}"))
+    rows.append(("max |x_adv - x|_inf", f"{result['max_linf']:.4f}"))
+    width = max(len(r[0]) for r in rows)
+    print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

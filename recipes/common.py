@@ -1,0 +1,98 @@
+"""Config sections shared by the recipes, and the `arg` parser.
+
+A recipe's config has the sections `model`, `data`, `attack` (None for
+natural training), `optimizer`, `schedule`, `train`, `eval` and `runtime`.
+All pixel values, `eps` and `step_size` are on the [0, 1] scale.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+ARGS = ("smoke",)
+
+
+def parse_arg(arg: str | None) -> ml_collections.ConfigDict:
+    """Parses a recipe arg: "" / None, or a comma-separated list of flags
+    from `ARGS` (big_vision's `parse_arg` idea).
+
+    Raises:
+        ValueError: an unknown flag; the message lists `ARGS`.
+    """
+    flags = [a for a in (arg or "").split(",") if a]
+    unknown = [a for a in flags if a not in ARGS]
+    if unknown:
+        raise ValueError(f"unknown recipe arg {unknown}; accepted: {ARGS}")
+    return ml_collections.ConfigDict({a: a in flags for a in ARGS})
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults every recipe starts from; recipes overwrite fields."""
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict({"name": "", "kwargs": {}})
+    c.data = ml_collections.ConfigDict({
+        "name": "",
+        "global_batch_size": 128,
+        "augment": False,
+        "num_train_examples": ml_collections.FieldReference(None, int),
+        "num_eval_examples": ml_collections.FieldReference(None, int),
+        "image_size": ml_collections.FieldReference(None, int),
+        "channels": ml_collections.FieldReference(None, int),
+        "data_dir": ml_collections.FieldReference(None, str),
+    })
+    c.attack = None
+    c.optimizer = ml_collections.ConfigDict({
+        "name": "adam", "learning_rate": 1e-3, "momentum": 0.9,
+        "nesterov": False, "weight_decay": 0.0,
+    })
+    c.schedule = ml_collections.ConfigDict({
+        "name": "constant",  # constant | cosine | piecewise
+        "warmup_epochs": 0,
+        "boundaries_epochs": (),
+        "decay_factor": 0.1,
+    })
+    c.train = ml_collections.ConfigDict({
+        "epochs": 1,
+        "steps_per_epoch": ml_collections.FieldReference(None, int),
+        "alpha": 0.0,  # clean-loss weight, Goodfellow et al. 2015 Eq. 6
+        "label_smoothing": 0.0,
+        "seed": 0,
+        "backup_every_steps": 100,
+    })
+    c.eval = ml_collections.ConfigDict({
+        "batch_size": 500,
+        "num_examples": ml_collections.FieldReference(None, int),
+        "attack": pgd(eps=0.1, step_size=0.01, steps=20),
+    })
+    c.runtime = ml_collections.ConfigDict({
+        "jit_compile": False, "mixed_precision": False,
+    })
+    return c
+
+
+def pgd(*, eps: float, step_size: float, steps: int, norm: str = "inf",
+        rand_init: bool = True, targeted: bool = False, restarts: int = 1
+        ) -> ml_collections.ConfigDict:
+    """A PGD attack section (Madry et al. 2018, arXiv 1706.06083)."""
+    return ml_collections.ConfigDict({
+        "name": "pgd", "eps": float(eps), "step_size": float(step_size),
+        "steps": int(steps), "norm": norm, "rand_init": rand_init,
+        "targeted": targeted, "restarts": int(restarts),
+    })
+
+
+def fmnist_smoke(c: ml_collections.ConfigDict) -> None:
+    """Shrinks `c` for smoke tests: a few hundred real Fashion-MNIST
+    images, 3 steps, 2 attack steps; the recipe shrinks its own model."""
+    c.data.name = "fashion_mnist"
+    c.data.num_train_examples = 256
+    c.data.num_eval_examples = 64
+    c.data.global_batch_size = 32
+    c.train.epochs = 1
+    c.train.steps_per_epoch = 3
+    c.train.backup_every_steps = 1
+    c.eval.batch_size = 32
+    c.eval.num_examples = 64
+    c.eval.attack.steps = 2
+    if c.attack is not None:
+        c.attack.steps = 2

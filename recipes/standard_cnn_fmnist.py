@@ -1,0 +1,32 @@
+"""Natural (standard) training of the Madry et al. CNN on Fashion-MNIST.
+
+The baseline row of every robustness table: the same network and schedule
+as `pgd_at_cnn_fmnist`, without adversarial examples. Madry et al. 2018
+(arXiv 1706.06083, Sec. 5 / Table 1, "natural" rows) report that such a
+network has near-zero accuracy under PGD; data: Xiao et al. 2017 (arXiv
+1708.07747).
+
+Command:  python train.py --recipe=standard_cnn_fmnist --workdir=/tmp/std
+Smoke:    python train.py --recipe=standard_cnn_fmnist:smoke --workdir=/tmp/s
+Hardware: 2-core CPU (no GPU); see README's model zoo for time and numbers.
+Expected: ~91% clean, ~0% PGD-20 (eps 0.1, step 0.01) on the 10k test set.
+"""
+
+import ml_collections
+
+from recipes import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg)
+    c = common.base_config()
+    c.model.name = "madry_cnn"
+    c.data.name = "fashion_mnist"
+    c.data.global_batch_size = 100
+    c.optimizer.learning_rate = 1e-3
+    c.schedule.name = "cosine"
+    c.train.epochs = 4
+    if args.smoke:
+        c.model.kwargs = {"width": 8}
+        common.fmnist_smoke(c)
+    return c

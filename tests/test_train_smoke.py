@@ -1,0 +1,79 @@
+"""train.py end to end on real Fashion-MNIST (smoke recipes), under
+one_device and 2-CPU mirrored, plus the workdir rules."""
+
+import json
+
+import numpy as np
+import pytest
+
+import recipes
+from tests.train_utils import final_weights, run_train
+
+# Deterministic adversarial steps (BIM: no random start) so that runs under
+# different strategies see identical adversarial examples.
+DETERMINISTIC = ("--recipe.attack.rand_init=False",)
+
+
+@pytest.mark.parametrize("strategy", ["one_device", "mirrored"])
+@pytest.mark.parametrize("recipe", recipes.list_recipes())
+def test_smoke_recipe_trains(tmp_path, recipe, strategy):
+    run_train(tmp_path, f"{recipe}:smoke", strategy=strategy)
+    for name in ("config.json", "model.keras", "log.csv",
+                 "checkpoints/last.keras", "backup", "tensorboard"):
+        assert (tmp_path / name).exists(), name
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["replicas"] == (2 if strategy == "mirrored" else 1)
+    assert np.isfinite(summary["final_logs"]["loss"])
+
+
+def test_mirrored_equals_one_device(tmp_path):
+    run_train(tmp_path / "one", "pgd_at_cnn_fmnist:smoke", *DETERMINISTIC)
+    run_train(tmp_path / "two", "pgd_at_cnn_fmnist:smoke", *DETERMINISTIC,
+              strategy="mirrored")
+    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_refuses_to_overwrite_a_finished_run(tmp_path):
+    run_train(tmp_path, "standard_cnn_fmnist:smoke")
+    before = (tmp_path / "model.keras").read_bytes()
+    with pytest.raises(ValueError, match="holds a finished run"):
+        run_train(tmp_path, "standard_cnn_fmnist:smoke")
+    assert (tmp_path / "model.keras").read_bytes() == before
+
+
+def test_refuses_a_different_config_in_the_same_workdir(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="different config"):
+        run_train(tmp_path, "standard_cnn_fmnist:smoke")
+    assert (tmp_path / "config.json").read_text() == "{}"
+
+
+def test_batch_must_divide_the_replicas(tmp_path):
+    with pytest.raises(ValueError, match=r"global_batch_size=33 is not "
+                       r"divisible by the 2 replicas"):
+        run_train(tmp_path, "standard_cnn_fmnist:smoke",
+                  "--recipe.data.global_batch_size=33", strategy="mirrored")
+
+
+def test_unknown_recipe_and_key(tmp_path):
+    import train
+
+    with pytest.raises(SystemExit, match="unknown recipe 'pgd_at_cnn'; "
+                       r"available: \["):
+        train.expand_recipe_name(["--recipe=pgd_at_cnn:smoke"])
+    with pytest.raises(Exception, match="stepz"):
+        run_train(tmp_path, "pgd_at_cnn_fmnist:smoke",
+                  "--recipe.attack.stepz=3")
+
+
+def test_nan_stops_without_writing_a_final_model(tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        run_train(tmp_path, "standard_cnn_fmnist:smoke",
+                  "--recipe.optimizer.learning_rate=1e400",  # inf
+                  "--recipe.optimizer.name=sgd")
+    assert not (tmp_path / "model.keras").exists()
+    # The first update already diverged: no state was good enough to save.
+    assert not (tmp_path / "backup" / "latest.weights.h5").exists()
+    assert not (tmp_path / "checkpoints" / "last.keras").exists()

@@ -1,0 +1,168 @@
+r"""Trains a recipe: flags -> recipe -> strategy -> data -> model -> fit().
+
+    python train.py --recipe=pgd_at_cnn_fmnist --workdir=/tmp/pgd
+    python train.py --recipe=pgd_at_cnn_fmnist:smoke --workdir=/tmp/smoke \
+        --recipe.attack.steps=3 --strategy=mirrored
+
+`--recipe=NAME[:ARG]` names a module of `recipes/` (or a path to a config
+file); `--recipe.a.b=VALUE` overrides a field (VALUE must be a literal of the
+field's type: write eps as 0.0313725, not 8/255). The workdir receives the
+resolved config, checkpoints, backups, logs and the final `model.keras`. A
+killed run resumes from its backup when rerun with the same command; a
+finished run is never overwritten.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import json  # noqa: E402
+import math  # noqa: E402
+import pathlib  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+import distribute  # noqa: E402
+import recipes  # noqa: E402
+
+_RECIPE = config_flags.DEFINE_config_file(
+    "recipe", None, "Recipe NAME[:ARG] or path/to/config.py[:ARG].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run.")
+_STRATEGY = flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES,
+                              "tf.distribute strategy.")
+_TPU = flags.DEFINE_string("tpu", None, "TPU name or address (--strategy=tpu).")
+flags.mark_flags_as_required(["recipe", "workdir"])
+
+
+def expand_recipe_name(argv: list[str]) -> list[str]:
+    """Rewrites `--recipe=NAME[:ARG]` into the path of `recipes/NAME.py`.
+
+    Raises:
+        SystemExit: unknown recipe name, with the list of recipes.
+    """
+    out = []
+    for a in argv:
+        if a.startswith("--recipe=") and not a.split("=", 1)[1].startswith(
+                ("/", ".")) and ".py" not in a:
+            name, sep, arg = a.split("=", 1)[1].partition(":")
+            try:
+                a = f"--recipe={recipes.recipe_path(name)}{sep}{arg}"
+            except KeyError as e:
+                sys.exit(f"error: {e.args[0]}")
+        out.append(a)
+    return out
+
+
+def prepare_workdir(workdir: pathlib.Path, config_json: str) -> None:
+    """Creates the workdir, or checks that it holds this same unfinished run.
+
+    Raises:
+        ValueError: the run there finished (`model.keras` exists) or was
+            started with a different config.
+    """
+    if (workdir / "model.keras").exists():
+        raise ValueError(f"{workdir} holds a finished run (model.keras); "
+                         "choose a fresh --workdir")
+    saved = workdir / "config.json"
+    if saved.exists() and saved.read_text() != config_json:
+        raise ValueError(f"{workdir} holds a run with a different config "
+                         f"({saved}); rerun with that config to resume, or "
+                         "choose a fresh --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(config_json)
+
+
+def main(argv):
+    del argv
+    cfg = _RECIPE.value
+    # The strategy comes first: MultiWorkerMirroredStrategy must be created
+    # before any other TensorFlow op runs.
+    strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
+
+    import keras
+    import tensorflow as tf
+
+    import data
+    import models
+    import optimization
+    from callbacks import build_callbacks
+    from trainer import AdversarialTrainer, classification_loss
+
+    # ---------------------------------------------------------------- setup
+    logging.info("recipe:\n%s", cfg)
+    workdir = pathlib.Path(_WORKDIR.value)
+    if not distribute.is_chief(strategy):  # non-chief workers write apart
+        workdir = workdir / "workers" / distribute.worker_id(strategy)
+    prepare_workdir(workdir, cfg.to_json_best_effort(indent=2, sort_keys=True))
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.runtime.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    replicas = strategy.num_replicas_in_sync
+    batch = cfg.data.global_batch_size
+    if batch % replicas:
+        raise ValueError(f"data.global_batch_size={batch} is not divisible "
+                         f"by the {replicas} replicas of --strategy="
+                         f"{_STRATEGY.value}")
+
+    # ----------------------------------------------------------------- data
+    info = data.get_info(cfg.data.name)
+    common = dict(data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
+                  channels=cfg.data.channels)
+    num_train = cfg.data.num_train_examples or info.num_train
+    steps_per_epoch = cfg.train.steps_per_epoch or num_train // batch
+    ds_train = data.get_dataset(
+        cfg.data.name, "train", batch_size=batch, shuffle=True,
+        augment=cfg.data.augment, seed=cfg.train.seed, drop_remainder=True,
+        repeat=True, num_examples=cfg.data.num_train_examples, **common)
+    ds_eval = data.get_dataset(
+        cfg.data.name, "test", batch_size=batch, drop_remainder=True,
+        num_examples=cfg.data.num_eval_examples, **common)
+    x_spec = ds_train.element_spec[0]
+
+    # ---------------------------------------------------------------- model
+    channels = x_spec.shape[-1]
+    stats = {k: tuple(v) * (channels // len(v)) for k, v in
+             (("mean", info.mean), ("std", info.std))}
+    with strategy.scope():
+        net = models.create_model(
+            cfg.model.name, num_classes=info.num_classes,
+            input_shape=tuple(x_spec.shape[1:]),
+            **{**stats, **cfg.model.kwargs.to_dict()})
+        model = AdversarialTrainer(
+            net, attack=None if cfg.attack is None else cfg.attack.to_dict(),
+            alpha=cfg.train.alpha)
+        model.build(x_spec.shape)
+        model.compile(
+            optimizer=optimization.build_optimizer(
+                cfg.optimizer, cfg.schedule, steps_per_epoch, cfg.train.epochs),
+            loss=classification_loss(cfg.train.label_smoothing),
+            metrics=["accuracy"], jit_compile=cfg.runtime.jit_compile)
+    net.summary(print_fn=logging.info)
+
+    # ------------------------------------------------------------------ fit
+    history = model.fit(
+        ds_train, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch,
+        validation_data=ds_eval, shuffle=False,
+        callbacks=build_callbacks(workdir, cfg.train.backup_every_steps),
+        verbose=1 if sys.stdout.isatty() else 2)
+
+    # ----------------------------------------------------------------- save
+    last = {k: v[-1] for k, v in history.history.items() if v}
+    if model.stop_training or not all(map(math.isfinite, last.values())):
+        raise FloatingPointError(
+            f"training stopped on a non-finite loss ({last}); the last good "
+            f"state is in {workdir / 'checkpoints'} and {workdir / 'backup'}")
+    net.save(workdir / "model.keras")
+    (workdir / "train_summary.json").write_text(json.dumps(
+        {"epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch,
+         "replicas": replicas, "final_logs": last}, indent=2))
+    logging.info("saved %s", workdir / "model.keras")
+    print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
+    del tf
+
+
+if __name__ == "__main__":
+    sys.argv = expand_recipe_name(sys.argv)
+    app.run(main)

@@ -1,0 +1,177 @@
+"""`AdversarialTrainer`: a `keras.Model` whose `train_step` trains on
+adversarial examples, so that `fit()` gives callbacks, progress bars and
+every `tf.distribute` strategy for free.
+
+Each step crafts `x_adv = attack(net, x, y)` with the network called with
+`training=False` (BatchNorm in inference mode, its statistics untouched),
+stops the gradient through it, and takes the usual gradient step on the loss
+of Goodfellow et al. 2015 (arXiv 1412.6572, Eq. 6):
+
+    J~(x, y) = alpha * J(x, y) + (1 - alpha) * J(x_adv, y)
+
+`alpha = 0` is pure adversarial training (Madry et al. 2018, arXiv
+1706.06083, Eq. 2.1); `alpha = 1` or `attack=None` is natural training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+import tensorflow as tf
+
+import attacks
+
+# Keras's own test for "this strategy spans several worker processes"; used
+# by the multi-worker workaround below and nowhere else.
+from keras.src.backend.tensorflow.trainer import (  # noqa: E402
+    _collective_all_reduce_multi_worker as _is_multi_worker,
+)
+
+
+@keras.saving.register_keras_serializable(package="robust_recipes")
+class AdversarialTrainer(keras.Model):
+    """Wraps `net` and trains it on adversarial examples.
+
+    Args:
+        net: a `keras.Model` mapping float32 `(batch, height, width,
+            channels)` images in `[0, 1]` to logits `(batch, classes)`.
+        attack: an attack config (`{"name": "pgd", "eps": 0.1, ...}`, see
+            `attacks.from_config`) or None for natural training.
+        alpha: weight of the clean loss in [0, 1] (Goodfellow et al. 2015,
+            Eq. 6); 0 trains on adversarial examples only.
+        **kwargs: passed to `keras.Model`.
+
+    Call arguments:
+        x: float32 `(batch, height, width, channels)` in `[0, 1]`.
+        training: Python bool, forwarded to `net`.
+
+    Returns (call):
+        logits of `net`, float32 `(batch, classes)`.
+
+    Raises:
+        ValueError: `alpha` outside [0, 1].
+        KeyError / TypeError: unknown attack name or argument.
+
+    Training-step metrics are measured on the inputs the step trains on
+    (the adversarial batch, or clean + adversarial when `0 < alpha < 1`);
+    `test_step` (validation) is clean.
+    """
+
+    def __init__(self, net: keras.Model, attack: Mapping[str, Any] | None =
+                 None, alpha: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
+        self.net = net
+        self.attack = None if attack is None else dict(attack)
+        self.alpha = float(alpha)
+        self._attack_fn = None if attack is None else attacks.from_config(
+            self.attack)
+
+    def call(self, x, training=False):
+        return self.net(x, training=training)
+
+    def build(self, input_shape):
+        self.net.build(input_shape)
+        self.built = True
+
+    def _adversarial_batch(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self._attack_fn is None or self.alpha == 1.0:
+            return data
+        x_adv = tf.stop_gradient(self._attack_fn(self.net, x, y))
+        if self.alpha == 0.0:
+            return keras.utils.pack_x_y_sample_weight(x_adv, y, sample_weight)
+        if sample_weight is None:
+            sample_weight = tf.ones(tf.shape(y)[:1], tf.float32)
+        # "sum_over_batch_size" divides by 2B, hence the factor 2: the mean
+        # is then alpha * mean(clean loss) + (1 - alpha) * mean(adv loss).
+        weights = tf.concat([2.0 * self.alpha * sample_weight,
+                             2.0 * (1.0 - self.alpha) * sample_weight], 0)
+        return (tf.concat([x, x_adv], 0), tf.concat([y, y], 0), weights)
+
+    def train_step(self, data):
+        logs = super().train_step(self._adversarial_batch(data))
+        return self._per_worker_logs(logs)
+
+    def test_step(self, data):
+        return self._per_worker_logs(super().test_step(data))
+
+    # -- MultiWorkerMirroredStrategy workaround -----------------------------
+    # Keras 3.15's fit() fails under MultiWorkerMirroredStrategy even for a
+    # stock model (keras-team/keras#20585): (1) _maybe_symbolic_build
+    # reduces the first distributed batch with strategy.reduce, which raises
+    # on PerReplica inputs across workers; (2) reduce_per_replica reduces
+    # scalar logs with axis=0. We build from the first local replica's batch
+    # and return logs of shape [1]. Only multi-worker runs take this path;
+    # tests/test_multi_worker.py fails loudly if a Keras upgrade breaks it.
+
+    def _per_worker_logs(self, logs):
+        if not _is_multi_worker(self.distribute_strategy):
+            return logs
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self.distribute_strategy
+        if iterator is None or not _is_multi_worker(strategy):
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0], batch)
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "net": keras.saving.serialize_keras_object(self.net),
+            "attack": self.attack,
+            "alpha": self.alpha,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["net"] = keras.saving.deserialize_keras_object(config["net"])
+        return cls(**config)
+
+
+def classification_loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """Softmax cross-entropy on logits with integer labels `(batch,)`,
+    optionally with label smoothing (Szegedy et al. 2016, arXiv 1512.00567,
+    Sec. 7), which Keras's sparse loss lacks.
+
+    Raises:
+        ValueError: `label_smoothing` outside [0, 1).
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(
+            f"label_smoothing must be in [0, 1); got {label_smoothing!r}")
+    if label_smoothing == 0.0:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return SmoothedSparseCrossentropy(label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="robust_recipes")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of logits against one-hot(y) smoothed by
+    `label_smoothing`; y int `(batch,)`, logits float `(batch, classes)`."""
+
+    def __init__(self, label_smoothing=0.1, name="smoothed_sparse_ce",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        onehot = keras.ops.one_hot(keras.ops.cast(
+            keras.ops.reshape(y_true, [-1]), "int32"), y_pred.shape[-1])
+        return keras.losses.categorical_crossentropy(
+            onehot, y_pred, from_logits=True,
+            label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "label_smoothing": self.label_smoothing}
