@@ -46,6 +46,10 @@ def get_strategy(name: str = "auto", tpu: str | None = None
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {name!r}")
+    if name == "multi_worker":  # before anything initializes the runtime
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        return _tpu_strategy(tpu)
     gpus, cpus = _devices("GPU"), _devices("CPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "one_device"
@@ -60,9 +64,6 @@ def get_strategy(name: str = "auto", tpu: str | None = None
         return tf.distribute.MirroredStrategy(
             devices=cpus,
             cross_device_ops=tf.distribute.ReductionToOneDevice())
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return _tpu_strategy(tpu)
 
 
 def _has_local_tpu() -> bool:
