@@ -12,43 +12,41 @@ whose logs or weights are not finite is never written to `checkpoints/` or
 
 from __future__ import annotations
 
-import math
 import pathlib
 
 import keras
 import numpy as np
 
 
-def _finite(logs, model) -> bool:
-    """Logs and weights are finite. A step's logged loss is computed before
-    its update, so the weights must be checked too before saving them."""
-    if not all(math.isfinite(float(v)) for v in (logs or {}).values()):
-        return False
+def _weights_finite(model) -> bool:
     return all(np.isfinite(w).all() for w in model.get_weights())
 
 
 class _FiniteCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that skips an epoch whose logs are not finite."""
+    """ModelCheckpoint that skips an epoch ended by a NaN or whose weights
+    are not finite."""
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.model.stop_training and _finite(logs, self.model):
+        if not self.model.stop_training and _weights_finite(self.model):
             super().on_epoch_end(epoch, logs)
 
 
 class _FiniteBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that never backs up a non-finite state."""
+    """BackupAndRestore that never writes non-finite weights (a step's
+    logged loss is computed before its update, so the weights themselves
+    are checked, and only when a backup is due), and that also backs up at
+    every epoch end when it backs up every N steps, so a run killed between
+    epochs resumes at the next one. Overrides Keras 3.15's private
+    `_save_model`; tests/test_callbacks.py checks the behaviour."""
 
-    def on_train_batch_end(self, batch, logs=None):
-        if _finite(logs, self.model):
-            super().on_train_batch_end(batch, logs)
+    def _save_model(self):
+        if not self.model.stop_training and _weights_finite(self.model):
+            super()._save_model()
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.model.stop_training and _finite(logs, self.model):
-            super().on_epoch_end(epoch, logs)
-            if self.save_freq != "epoch":
-                # Step-wise backups also save at each epoch end, so that a
-                # run killed between epochs resumes at the next epoch.
-                self._save_model()
+        super().on_epoch_end(epoch, logs)
+        if self.save_freq != "epoch":
+            self._save_model()
 
 
 def build_callbacks(workdir: pathlib.Path, backup_every_steps: int | None

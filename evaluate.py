@@ -38,6 +38,8 @@ _STEPS = flags.DEFINE_integer("steps", None, "Attack iterations.")
 _NORM = flags.DEFINE_enum("norm", None, ["inf", "2"], "Threat-model norm.")
 _RESTARTS = flags.DEFINE_integer("restarts", None, "Random restarts.")
 _TARGETED = flags.DEFINE_bool("targeted", None, "Random wrong target label.")
+_LOSS = flags.DEFINE_enum("loss", None, ["ce", "cw"],
+                          "Attack loss: cross-entropy or C&W margin.")
 _NUM = flags.DEFINE_integer("num_examples", None, "First N test images.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts/targets.")
@@ -63,10 +65,14 @@ def _settings() -> tuple[dict, pathlib.Path, pathlib.Path]:
 def _attack_config(cfg: dict) -> dict:
     attack = dict(cfg.get("eval", {}).get("attack") or
                   {"name": "pgd", "norm": "inf", "rand_init": True})
+    if _ATTACK.value and _ATTACK.value != attack["name"]:
+        # Another attack keeps only the recipe's budget; its own settings
+        # come from flags (e.g. FGSM takes no steps or step size).
+        attack = {"name": _ATTACK.value, "eps": attack["eps"]}
     overrides = {"name": _ATTACK.value, "eps": _EPS.value,
                  "step_size": _STEP_SIZE.value, "steps": _STEPS.value,
                  "norm": _NORM.value, "restarts": _RESTARTS.value,
-                 "targeted": _TARGETED.value}
+                 "targeted": _TARGETED.value, "loss": _LOSS.value}
     attack.update({k: v for k, v in overrides.items() if v is not None})
     missing = [k for k in ("eps", "step_size", "steps") if k not in attack]
     if missing and attack["name"] in ("pgd", "bim"):

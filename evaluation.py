@@ -103,11 +103,16 @@ def robust_accuracy(model: keras.Model, dataset: tf.data.Dataset,
 
 
 def attack_label(attack: dict) -> str:
-    """A short name of a threat model, e.g. "pgd-20_linf_eps0.1000"."""
+    """A short name of a threat model, e.g. "pgd-20_linf_eps0.1000", with
+    "_cw-loss", "_5restarts" and "_targeted" suffixes where they apply."""
     norm = "linf" if attack.get("norm", "inf") == "inf" else "l2"
     steps = f"-{attack['steps']}" if "steps" in attack else ""
     tgt = "_targeted" if attack.get("targeted") else ""
-    return f"{attack['name']}{steps}_{norm}_eps{attack['eps']:.4f}{tgt}"
+    loss = "_cw-loss" if attack.get("loss") == "cw" else ""
+    restarts = attack.get("restarts", 1)
+    rst = f"_{restarts}restarts" if restarts > 1 else ""
+    return (f"{attack['name']}{steps}_{norm}_eps{attack['eps']:.4f}"
+            f"{loss}{rst}{tgt}")
 
 
 __all__ = ["attack_label", "robust_accuracy"]

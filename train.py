@@ -20,6 +20,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import json  # noqa: E402
 import math  # noqa: E402
 import pathlib  # noqa: E402
+import time  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -142,6 +143,7 @@ def main(argv):
     net.summary(print_fn=logging.info)
 
     # ------------------------------------------------------------------ fit
+    start = time.time()
     history = model.fit(
         ds_train, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch,
         validation_data=ds_eval, shuffle=False,
@@ -157,7 +159,8 @@ def main(argv):
     net.save(workdir / "model.keras")
     (workdir / "train_summary.json").write_text(json.dumps(
         {"epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch,
-         "replicas": replicas, "final_logs": last}, indent=2))
+         "replicas": replicas, "fit_seconds": round(time.time() - start, 1),
+         "final_logs": last}, indent=2))
     logging.info("saved %s", workdir / "model.keras")
     print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
     del tf

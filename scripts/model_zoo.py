@@ -1,0 +1,82 @@
+r"""Builds the README's model-zoo table from the committed result folders.
+
+Each `results/<recipe>/` holds `run.json` (the command, wall time, machine)
+and the `evaluate.py` JSON reports of that run. The table lists, per recipe,
+clean accuracy, each attack's robust accuracy, and the worst case over the
+attacks at the recipe's evaluation threat model (norm, eps, untargeted).
+
+    python scripts/model_zoo.py            # print the table
+    python scripts/model_zoo.py --write    # rewrite it inside README.md
+
+tests/test_model_zoo.py fails when README.md and the results disagree.
+"""
+
+import argparse
+import json
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+START, END = "<!-- model-zoo:start -->", "<!-- model-zoo:end -->"
+
+
+def _reports(folder: pathlib.Path) -> list[dict]:
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        report = json.loads(path.read_text())
+        if "robust_acc" in report:
+            out.append({**report, "file": path.name})
+    return out
+
+
+def _attack_name(a: dict) -> str:
+    name = a["name"].upper() + (f"-{a['steps']}" if "steps" in a else "")
+    extras = [f"{a['restarts']} restarts"] if a.get("restarts", 1) > 1 else []
+    if a.get("loss") == "cw":
+        extras.append("C&W loss")
+    return name + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _row(folder: pathlib.Path) -> str:
+    run = json.loads((folder / "run.json").read_text())
+    reports = [r for r in _reports(folder) if not r["attack"].get("targeted")]
+    full = [r for r in reports if r["n"] == run["test_examples"]]
+    main = full[0]
+    a = main["attack"]
+    norm = "L-inf" if a.get("norm", "inf") == "inf" else "L2"
+    attacks = "; ".join(
+        f"{_attack_name(r['attack'])}: {100 * r['robust_acc']:.2f}"
+        + ("" if r["n"] == run["test_examples"] else f" (first {r['n']})")
+        for r in reports)
+    worst = min(reports, key=lambda r: r["robust_acc"])
+    return (f"| `{folder.name}` | `{run['command']}` | {norm}, eps "
+            f"{a['eps']:g} ({255 * a['eps']:.1f}/255), untargeted | "
+            f"{100 * main['clean_acc']:.2f} | {attacks} | "
+            f"**{100 * worst['robust_acc']:.2f}** | {run['wall_time']} on "
+            f"{run['machine']} |")
+
+
+def table() -> str:
+    header = ("| recipe | command | threat model | clean acc (%) | robust acc "
+              "per attack (%) | worst case (%) | time |\n"
+              "|---|---|---|---|---|---|---|")
+    rows = [_row(f) for f in sorted((ROOT / "results").iterdir())
+            if (f / "run.json").exists()]
+    return "\n".join([header, *rows])
+
+
+def readme_with_table(readme: str) -> str:
+    """README text with the block between the markers replaced."""
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{table()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    if args.write:
+        path = ROOT / "README.md"
+        path.write_text(readme_with_table(path.read_text()))
+    else:
+        print(table())
