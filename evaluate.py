@@ -24,13 +24,12 @@ import time  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import distribute  # noqa: E402
+import run_flags  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir.")
 _MODEL = flags.DEFINE_string("model", None, "A .keras model file.")
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset (default: recipe's).")
-_STRATEGY = flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES,
-                              "tf.distribute strategy.")
-_TPU = flags.DEFINE_string("tpu", None, "TPU name or address.")
+_WORKDIR, _STRATEGY, _TPU = (run_flags.WORKDIR, run_flags.STRATEGY,
+                             run_flags.TPU)
 _ATTACK = flags.DEFINE_string("attack", None, "Attack name (default: pgd).")
 _EPS = flags.DEFINE_float("eps", None, "Budget on the [0, 1] pixel scale.")
 _STEP_SIZE = flags.DEFINE_float("step_size", None, "Step size, [0, 1] scale.")

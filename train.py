@@ -27,14 +27,12 @@ from ml_collections import config_flags  # noqa: E402
 
 import distribute  # noqa: E402
 import recipes  # noqa: E402
+import run_flags  # noqa: E402
 
 _RECIPE = config_flags.DEFINE_config_file(
     "recipe", None, "Recipe NAME[:ARG] or path/to/config.py[:ARG].")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run.")
-_STRATEGY = flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES,
-                              "tf.distribute strategy.")
-_TPU = flags.DEFINE_string("tpu", None, "TPU name or address (--strategy=tpu).")
-flags.mark_flags_as_required(["recipe", "workdir"])
+_WORKDIR, _STRATEGY, _TPU = (run_flags.WORKDIR, run_flags.STRATEGY,
+                             run_flags.TPU)
 
 
 def expand_recipe_name(argv: list[str]) -> list[str]:
@@ -83,7 +81,6 @@ def main(argv):
     strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
 
     import keras
-    import tensorflow as tf
 
     import data
     import models
@@ -163,9 +160,9 @@ def main(argv):
          "final_logs": last}, indent=2))
     logging.info("saved %s", workdir / "model.keras")
     print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
-    del tf
 
 
 if __name__ == "__main__":
+    flags.mark_flags_as_required(["recipe", "workdir"])
     sys.argv = expand_recipe_name(sys.argv)
     app.run(main)

@@ -87,6 +87,36 @@ def _with_seeds(ds: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
     )
 
 
+def _seeded_epochs(ds: tf.data.Dataset, options) -> tf.data.Dataset:
+    """Shuffles each epoch of an in-memory split in an order that depends on
+    (seed, epoch) only.
+
+    A seeded `shuffle(reshuffle_each_iteration=True)` gives every new
+    iterator the next order, so the data would depend on how many iterators
+    were made before: Keras's fit() makes one for its symbolic build, and
+    under MultiWorkerMirroredStrategy the workers then saw, at random,
+    another order than one device. Streaming data (a buffer smaller than the
+    split, e.g. ImageNet) keeps TensorFlow's seeded shuffle.
+    """
+    n = int(ds.cardinality())
+    if n <= 0 or options.shuffle_buffer < n:
+        ds = ds.shuffle(options.shuffle_buffer, seed=options.seed,
+                        reshuffle_each_iteration=True)
+        return ds.repeat() if options.repeat else ds
+    whole = ds.batch(n).get_single_element()  # the split is in memory
+    epochs = (tf.data.Dataset.counter() if options.repeat
+              else tf.data.Dataset.range(1))
+    seed = tf.constant(options.seed, tf.int64)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n), seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))
+        return tf.data.Dataset.from_tensor_slices(
+            tf.nest.map_structure(lambda t: tf.gather(t, order), whole))
+
+    return epochs.flat_map(one_epoch)
+
+
 def finish(
     ds: tf.data.Dataset,
     preprocess: Preprocess,
@@ -95,8 +125,9 @@ def finish(
 ) -> tf.data.Dataset:
     """Applies the shared pipeline tail to a per-example dataset.
 
-    Order: cache -> shuffle (seeded, reshuffled each epoch) -> repeat ->
-    map `preprocess` -> batch -> prefetch(`PREFETCH_BATCHES`).
+    Order: cache -> shuffle (a new order each epoch; with a seed, epoch e's
+    order depends on (seed, e) only) -> repeat -> map `preprocess` -> batch
+    -> prefetch(`PREFETCH_BATCHES`).
 
     Args:
         ds: unbatched dataset of raw `(x, y)` examples.
@@ -113,13 +144,12 @@ def finish(
     """
     if options.cache:
         ds = ds.cache()
-    if options.shuffle:
-        ds = ds.shuffle(
-            options.shuffle_buffer,
-            seed=options.seed,
-            reshuffle_each_iteration=True,
-        )
-    if options.repeat:
+    if options.shuffle and options.seed is not None:
+        ds = _seeded_epochs(ds, options)
+    elif options.shuffle:
+        ds = ds.shuffle(options.shuffle_buffer, reshuffle_each_iteration=True)
+        ds = ds.repeat() if options.repeat else ds
+    elif options.repeat:
         ds = ds.repeat()
     if needs_seed:
         ds = _with_seeds(ds, options.seed)

@@ -10,7 +10,8 @@ ResNet-20 (He et al. 2016, arXiv 1512.03385, Sec. 4.2) instead of their
 WRN-34-10; evaluation is PGD-20 of step 2/255.
 
 Command:  python train.py --recipe=pgd_at_resnet20_cifar10 --workdir=/tmp/c10
-Smoke:    python train.py --recipe=pgd_at_resnet20_cifar10:smoke --workdir=/tmp/s
+Smoke:    python train.py --workdir=/tmp/s
+              --recipe=pgd_at_resnet20_cifar10:smoke
 Hardware: the full recipe needs CIFAR-10 from tensorflow-datasets (network)
 and a GPU (on a 2-core CPU ResNet-20 PGD-7 steps run at ~200 img/s, i.e.
 ~4 min per epoch, ~14 h in all). It has NOT been run here: this machine has

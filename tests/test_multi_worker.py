@@ -14,7 +14,12 @@ import numpy as np
 from tests.train_utils import final_weights, train_process
 
 RECIPE = "pgd_at_cnn_fmnist:smoke"
-DETERMINISTIC = "--recipe.attack.rand_init=False"
+# L2 PGD from x itself, and SGD: see DETERMINISTIC in test_train_smoke.py.
+DETERMINISTIC = ("--recipe.attack.rand_init=False",
+                 "--recipe.attack.norm=2", "--recipe.attack.eps=1.0",
+                 "--recipe.attack.step_size=0.5",
+                 "--recipe.optimizer.name=sgd",
+                 "--recipe.optimizer.learning_rate=0.05")
 
 
 def _free_ports(n):
@@ -34,9 +39,9 @@ def test_two_workers_match_one_device(tmp_path):
         tf_config = {"cluster": {"worker": workers},
                      "task": {"type": "worker", "index": i}}
         procs.append(train_process(
-            tmp_path / "mw", RECIPE, DETERMINISTIC, strategy="multi_worker",
+            tmp_path / "mw", RECIPE, *DETERMINISTIC, strategy="multi_worker",
             env={"TF_CONFIG": json.dumps(tf_config)}))
-    single = train_process(tmp_path / "one", RECIPE, DETERMINISTIC,
+    single = train_process(tmp_path / "one", RECIPE, *DETERMINISTIC,
                            strategy="one_device")
     outs = [p.communicate(timeout=400)[0] for p in procs + [single]]
     for p, out in zip(procs + [single], outs):

@@ -1,0 +1,14 @@
+"""absl flags shared by train.py and evaluate.py: where a job runs and
+where it writes (the recipe says what the experiment is)."""
+
+from absl import flags
+
+import distribute
+
+WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory of the run (train.py writes it; evaluate.py "
+    "reads its model.keras and config.json and writes reports/ there).")
+STRATEGY = flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES,
+                             "tf.distribute strategy.")
+TPU = flags.DEFINE_string("tpu", None,
+                          "TPU name or address (with --strategy=tpu).")
