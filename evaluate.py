@@ -13,7 +13,6 @@ for every run; nothing is overwritten).
 """
 
 import os
-import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 

@@ -12,11 +12,9 @@ import functools
 import inspect
 from typing import Any, Callable, Mapping
 
-from attacks import fgsm as _fgsm  # noqa: F401  (registers fgsm, fgm)
-from attacks import pgd as _pgd  # noqa: F401  (registers pgd, bim)
 from attacks._registry import ATTACKS
-from attacks.fgsm import fgm, fgsm
-from attacks.pgd import bim, pgd
+from attacks.fgsm import fgm, fgsm  # importing registers fgsm, fgm
+from attacks.pgd import bim, pgd  # importing registers pgd, bim
 
 __all__ = ["bim", "fgm", "fgsm", "from_config", "get_attack",
            "list_attacks", "pgd"]

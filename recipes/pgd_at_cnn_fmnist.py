@@ -15,11 +15,11 @@ Data: Xiao, Rasul, Vollgraf 2017 (arXiv 1708.07747), the real 60k / 10k.
 Command:  python train.py --recipe=pgd_at_cnn_fmnist --workdir=/tmp/pgd
 Then:     python evaluate.py --workdir=/tmp/pgd
 Smoke:    python train.py --recipe=pgd_at_cnn_fmnist:smoke --workdir=/tmp/s
-Hardware: 2-core x86-64 CPU, no GPU: 6 min 50 s of training (4 x ~100 s
-epochs), 8 min 12 s with the PGD-20 evaluation of the 10k test images.
-Reached here (results/pgd_at_cnn_fmnist/): clean 85.38%, FGSM 77.13%, PGD-20
-75.06% (eps 0.1, step 0.01, random init); on the first 1000 test images,
-PGD-100 x 5 restarts 74.80% and PGD-100 with the C&W loss 74.30%.
+Hardware: 2-core x86-64 CPU, no GPU: 7 min of training (4 x ~105 s
+epochs), 8 min 13 s with the PGD-20 evaluation of the 10k test images.
+Reached here (results/pgd_at_cnn_fmnist/): clean 85.12%, FGSM 77.00%, PGD-20
+74.72% (eps 0.1, step 0.01, random init); on the first 1000 test images,
+PGD-100 x 5 restarts 74.40% and PGD-100 with the C&W loss 74.30%.
 """
 
 import ml_collections
