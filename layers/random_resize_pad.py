@@ -1,0 +1,184 @@
+"""Random resize then random zero-pad, a test-time randomized defense."""
+
+import keras
+import tensorflow as tf
+
+INTERPOLATIONS = ("nearest", "bilinear")
+
+
+@keras.saving.register_keras_serializable(package="robust_recipes")
+class RandomResizePad(keras.layers.Layer):
+    """Resizes to a random square size, then zero-pads at a random offset.
+
+    Each call draws one size `rnd` uniformly from the integers in
+    `[min_size, max_size)`, resizes the whole batch to `rnd x rnd`, then
+    draws `top` and `left` uniformly from `[0, max_size - rnd]` and
+    zero-pads to `max_size x max_size` with the image at that offset. As in
+    the paper's reference code, the size and offset are shared by every
+    example of one call (one draw per batch); every call draws anew.
+
+    With the paper's ImageNet setting (input 299, `min_size=299`,
+    `max_size=331`) there are 32 sizes and, for size `rnd`,
+    `(332 - rnd)^2` offsets, 12528 patterns in all, as the paper counts.
+
+    Unlike Keras's preprocessing augmentations, the layer is random at
+    inference as well (the defense acts at test time). With
+    `active=False` it is deterministic: the input is resized to
+    `min_size x min_size` (skipped when it already has that size) and
+    placed at the centre, `top = left = (max_size - min_size) // 2`, so the
+    output shape is the same in both modes and downstream layers build.
+
+    Threat model: `randomized = True`, so robust accuracy must be measured
+    with EOT (Athalye, Carlini & Wagner 2018, arXiv 1802.00420, Sec. 5.3).
+    `differentiable = True`: resize (either interpolation) and padding have
+    gradients for each drawn size and offset.
+
+    Implementation note: `keras.ops` cannot resize or pad to tensor-valued
+    (random) sizes inside a graph, so `call` uses `tf.image.resize` and
+    `tf.pad` (TensorFlow backend only; works eagerly and in `tf.function`,
+    not under XLA, which needs compile-time sizes).
+
+    Args:
+        max_size: int >= 2, output height and width (paper: 331).
+        min_size: int in `[1, max_size - 1]` or None, smallest drawn size
+            (paper: 299, the input size). None means the input's
+            `max(height, width)`, resolved when the layer is built; the
+            input must then be smaller than `max_size`.
+        interpolation: one of `("nearest", "bilinear")`; the paper's code
+            uses nearest neighbour.
+        active: bool; random when True, deterministic centred pad when
+            False.
+        seed: int or None, seed of the layer's `keras.random.SeedGenerator`.
+        **kwargs: forwarded to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor `(batch, height, width, channels)` with static
+            height, width and channels, pixels typically in `[0, 1]`.
+
+    Returns:
+        Tensor `(batch, max_size, max_size, channels)`, dtype of `inputs`,
+        zero outside the pasted `rnd x rnd` region. Bilinear resizing keeps
+        values within the input range; nearest copies input values.
+
+    Raises:
+        ValueError: for a bad `max_size`, `min_size`, `interpolation` or
+            `active` (the message names the bad value and accepted ones),
+            or when built on an input that is not rank 4, or (with
+            `min_size=None`) whose size is unknown or not below `max_size`.
+
+    Example:
+        >>> x = keras.Input((299, 299, 3))
+        >>> y = RandomResizePad(max_size=331, seed=0)(x)  # (None, 331, 331, 3)
+
+    References:
+        Xie, Wang, Zhang, Ren, Yuille 2018, "Mitigating Adversarial Effects
+        Through Randomization", ICLR, arXiv 1711.01991, Sec. 3 and Fig. 1
+        (random resizing layer then random padding layer; 299 -> [299, 331)
+        -> 331x331).
+    """
+
+    differentiable = True
+    randomized = True
+
+    def __init__(self, max_size=331, min_size=None, interpolation="nearest",
+                 active=True, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if (isinstance(max_size, bool) or not isinstance(max_size, int)
+                or max_size < 2):
+            raise ValueError(
+                f"max_size must be an int >= 2; got {max_size!r}")
+        if min_size is not None and (
+                isinstance(min_size, bool) or not isinstance(min_size, int)
+                or not 1 <= min_size <= max_size - 1):
+            raise ValueError(
+                f"min_size must be None or an int in [1, {max_size - 1}] "
+                f"(max_size - 1); got {min_size!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {INTERPOLATIONS}; "
+                f"got {interpolation!r}")
+        if not isinstance(active, bool):
+            raise ValueError(
+                f"active must be one of (True, False); got {active!r}")
+        self.max_size = max_size
+        self.min_size = min_size
+        self.interpolation = interpolation
+        self.active = active
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._min_size = min_size
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "RandomResizePad expects (batch, height, width, channels); "
+                f"got shape {tuple(input_shape)}")
+        if self.min_size is None:
+            height, width = input_shape[1], input_shape[2]
+            if height is None or width is None:
+                raise ValueError(
+                    "min_size=None needs a static input height and width; "
+                    f"got shape {tuple(input_shape)}; pass min_size")
+            size = max(height, width)
+            if size >= self.max_size:
+                raise ValueError(
+                    f"input size {size} must be < max_size={self.max_size} "
+                    "when min_size=None; pass min_size or a larger max_size")
+            self._min_size = size
+
+    def draw_params(self):
+        """Draws one `(rnd, top, left)` triple from the seed generator.
+
+        `call` draws exactly this way, so a second layer with the same seed
+        reproduces a call's parameters (used by the tests).
+
+        Returns:
+            Three int32 scalars: `rnd` in `[min_size, max_size)`, `top` and
+            `left` in `[0, max_size - rnd]`.
+        """
+        lo, hi = self._min_size, self.max_size
+        u = keras.random.uniform((3,), seed=self.seed_generator)
+        u = tf.cast(u, "float32")
+        rnd = lo + tf.cast(tf.floor(u[0] * (hi - lo)), "int32")
+        rnd = tf.minimum(rnd, hi - 1)
+        room = hi - rnd + 1  # number of admissible offsets per axis
+        roomf = tf.cast(room, "float32")
+        # Clip: float rounding can make u * room equal room.
+        top = tf.minimum(tf.cast(tf.floor(u[1] * roomf), "int32"), room - 1)
+        left = tf.minimum(tf.cast(tf.floor(u[2] * roomf), "int32"), room - 1)
+        return rnd, top, left
+
+    def call(self, inputs):
+        x = inputs
+        if self.active:
+            rnd, top, left = self.draw_params()
+            x = self._resize(x, tf.stack([rnd, rnd]))
+        else:
+            rnd = self._min_size
+            top = left = (self.max_size - rnd) // 2
+            if tuple(x.shape[1:3]) != (rnd, rnd):
+                x = self._resize(x, [rnd, rnd])
+        bottom = self.max_size - rnd - top
+        right = self.max_size - rnd - left
+        x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+        x = tf.ensure_shape(
+            x, [None, self.max_size, self.max_size, inputs.shape[-1]])
+        return tf.cast(x, inputs.dtype)
+
+    def _resize(self, x, size):
+        return tf.image.resize(x, size, method=self.interpolation)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.max_size, self.max_size,
+                input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "max_size": self.max_size,
+            "min_size": self.min_size,
+            "interpolation": self.interpolation,
+            "active": self.active,
+            "seed": self.seed,
+        })
+        return config
