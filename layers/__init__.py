@@ -7,10 +7,12 @@ evaluation reads to insist on BPDA (non-differentiable layers) or EOT
 expect pixels in [0, 1].
 """
 
+from layers.nonlocal_denoise import NonLocalDenoise
 from layers.random_resize_pad import RandomResizePad
 from layers.squeezers import BitDepthReduction, MedianSmoothing2D
 from layers.stochastic_activation_pruning import StochasticActivationPruning
 from layers.thermometer import ThermometerEncoding
 
-__all__ = ["BitDepthReduction", "MedianSmoothing2D", "RandomResizePad",
-           "StochasticActivationPruning", "ThermometerEncoding"]
+__all__ = ["BitDepthReduction", "MedianSmoothing2D", "NonLocalDenoise",
+           "RandomResizePad", "StochasticActivationPruning",
+           "ThermometerEncoding"]

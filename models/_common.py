@@ -80,7 +80,10 @@ def _as_floats(value: float | Sequence[float], what: str) -> list[float]:
 
 
 def model_input(
-    input_shape: Sequence[int], mean: Stats, std: Stats
+    input_shape: Sequence[int],
+    mean: Stats,
+    std: Stats,
+    input_defenses: Sequence[keras.layers.Layer] = (),
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Makes the [0, 1] image input and the optional normalization layer.
 
@@ -90,6 +93,10 @@ def model_input(
             channel), or None for no normalization layer.
         std: per-channel standard deviations, same form as `mean`; None
             exactly when `mean` is None.
+        input_defenses: layers applied to the [0, 1] input before the
+            normalization; when they change the channel count (thermometer
+            encoding) the normalization is skipped, their output already
+            being in [0, 1] bits.
 
     Returns:
         `(inputs, x)`: the float32 `keras.Input` of shape
@@ -117,8 +124,11 @@ def model_input(
             f"mean and std must both be set or both be None; got mean={mean!r}"
             f", std={std!r}"
         )
-    if mean is None:
-        return inputs, inputs
+    x = inputs
+    for layer in input_defenses:
+        x = layer(x)
+    if mean is None or x.shape[-1] != shape[-1]:
+        return inputs, x
     channels = shape[-1]
     mean_list, std_list = _as_floats(mean, "mean"), _as_floats(std, "std")
     for what, values in (("mean", mean_list), ("std", std_list)):
@@ -140,7 +150,7 @@ def model_input(
         variance_arg = variance * (channels // len(variance))
     x = keras.layers.Normalization(
         mean=mean_arg, variance=variance_arg, name="normalize"
-    )(inputs)
+    )(x)
     return inputs, x
 
 

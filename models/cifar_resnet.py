@@ -38,6 +38,12 @@ from models._common import (
     register_model,
     stage_blocks,
 )
+from models.defense_hooks import (
+    check_denoise,
+    check_sap,
+    input_defense_layers,
+    sap_after,
+)
 from models.resnet import basic_block, resnet_stage
 
 
@@ -117,6 +123,9 @@ def build_cifar_resnet(
     blocks: Sequence[int] | None = None,
     mean: Stats = CIFAR10_MEAN,
     std: Stats = CIFAR10_STD,
+    denoise: dict | None = None,
+    input_defenses: Sequence | None = None,
+    sap: dict | None = None,
 ) -> keras.Model:
     """Builds a CIFAR ResNet of He et al. 2016, Sec. 4.2.
 
@@ -132,6 +141,8 @@ def build_cifar_resnet(
         mean: per-channel mean on the [0, 1] scale (scalar or one per
             channel), or None for no normalization layer.
         std: per-channel standard deviation on the [0, 1] scale.
+        denoise, input_defenses, sap: defense hook points, see
+            `models.defense_hooks` (stages are numbered 1-3 here).
 
     Returns:
         A Functional `keras.Model` mapping float32 images in [0, 1] of shape
@@ -145,7 +156,10 @@ def build_cifar_resnet(
     blocks = stage_blocks(blocks, default_blocks)
     check_positive_int(num_classes, "num_classes")
     check_positive_int(width, "width")
-    inputs, x = model_input(input_shape or (32, 32, 3), mean, std)
+    denoise = check_denoise(denoise)
+    sap = check_sap(sap, range(1, 1 + len(blocks)))
+    inputs, x = model_input(input_shape or (32, 32, 3), mean, std,
+                            input_defense_layers(input_defenses))
     x = conv(x, width, 3, 1, "stem_conv")
     x = batch_norm(x, "stem_bn")
     x = keras.layers.ReLU(name="stem_relu")(x)
@@ -158,7 +172,9 @@ def build_cifar_resnet(
             name=f"stage{i + 1}",
             filters=width * 2**i,
             shortcut=option_a_shortcut,
+            denoise=denoise,
         )
+        x = sap_after(x, sap, i + 1)
     return keras.Model(inputs, logits_head(x, num_classes), name=name)
 
 
@@ -171,6 +187,9 @@ def resnet20(
     blocks: Sequence[int] | None = None,
     mean: Stats = CIFAR10_MEAN,
     std: Stats = CIFAR10_STD,
+    denoise: dict | None = None,
+    input_defenses: Sequence | None = None,
+    sap: dict | None = None,
 ) -> keras.Model:
     """ResNet-20 (n = 3); args, returns, errors as in `build_cifar_resnet`."""
     return build_cifar_resnet(
@@ -182,6 +201,9 @@ def resnet20(
         blocks=blocks,
         mean=mean,
         std=std,
+        denoise=denoise,
+        input_defenses=input_defenses,
+        sap=sap,
     )
 
 
@@ -194,6 +216,9 @@ def resnet56(
     blocks: Sequence[int] | None = None,
     mean: Stats = CIFAR10_MEAN,
     std: Stats = CIFAR10_STD,
+    denoise: dict | None = None,
+    input_defenses: Sequence | None = None,
+    sap: dict | None = None,
 ) -> keras.Model:
     """ResNet-56 (n = 9); args, returns, errors as in `build_cifar_resnet`."""
     return build_cifar_resnet(
@@ -205,4 +230,7 @@ def resnet56(
         blocks=blocks,
         mean=mean,
         std=std,
+        denoise=denoise,
+        input_defenses=input_defenses,
+        sap=sap,
     )

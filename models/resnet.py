@@ -30,6 +30,13 @@ from collections.abc import Callable, Sequence
 
 import keras
 
+from models.defense_hooks import (
+    check_denoise,
+    check_sap,
+    denoise_after,
+    input_defense_layers,
+    sap_after,
+)
 from models._common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -122,20 +129,26 @@ def bottleneck_block(
 
 
 def resnet_stage(
-    x, *, block_fn: Callable, num_blocks: int, strides: int, name: str, **kw
+    x,
+    *,
+    block_fn: Callable,
+    num_blocks: int,
+    strides: int,
+    name: str,
+    denoise: dict | None = None,
+    **kw,
 ):
     """`num_blocks` blocks named `{name}_block1..N`; the first has the stride.
 
     `kw` (e.g. `filters`, `groups`) is passed to every `block_fn` call.
+    `denoise` (see `models.defense_hooks`) adds a `NonLocalDenoise` after
+    every block ("after_block") or after the stage ("after_stage").
     """
     for i in range(num_blocks):
-        x = block_fn(
-            x,
-            strides=strides if i == 0 else 1,
-            name=f"{name}_block{i + 1}",
-            **kw,
-        )
-    return x
+        block = f"{name}_block{i + 1}"
+        x = block_fn(x, strides=strides if i == 0 else 1, name=block, **kw)
+        x = denoise_after(x, denoise, "after_block", block)
+    return denoise_after(x, denoise, "after_stage", name)
 
 
 def build_resnet(
@@ -149,6 +162,9 @@ def build_resnet(
     width_per_group: int | None = None,
     mean: Stats = IMAGENET_MEAN,
     std: Stats = IMAGENET_STD,
+    denoise: dict | None = None,
+    input_defenses: Sequence | None = None,
+    sap: dict | None = None,
 ) -> keras.Model:
     """Builds the registered ImageNet ResNet / ResNeXt `name`.
 
@@ -168,6 +184,10 @@ def build_resnet(
         mean: per-channel mean on the [0, 1] scale, or None for no
             normalization layer.
         std: per-channel standard deviation on the [0, 1] scale.
+        denoise, input_defenses, sap: defense hook points, see
+            `models.defense_hooks` (e.g. `denoise={"kind": "gaussian",
+            "embed": True, "where": "after_stage"}` is Xie et al.'s
+            R152-Denoise with 71,341,608 parameters for resnet152).
 
     Returns:
         A Functional `keras.Model` mapping float32 images in [0, 1] of shape
@@ -187,7 +207,10 @@ def build_resnet(
     for value, what in ((num_classes, "num_classes"), (width, "width")):
         check_positive_int(value, what)
     block_kw = _block_kwargs(kind, width, groups, width_per_group)
-    inputs, x = model_input(input_shape or (224, 224, 3), mean, std)
+    denoise = check_denoise(denoise)
+    sap = check_sap(sap, range(2, 2 + len(blocks)))
+    inputs, x = model_input(input_shape or (224, 224, 3), mean, std,
+                            input_defense_layers(input_defenses))
     x = conv(x, width, 7, 2, "stem_conv")
     x = batch_norm(x, "stem_bn")
     x = keras.layers.ReLU(name="stem_relu")(x)
@@ -199,8 +222,10 @@ def build_resnet(
             strides=1 if i == 0 else 2,
             name=f"stage{i + 2}",
             filters=width * 2**i,
+            denoise=denoise,
             **block_kw,
         )
+        x = sap_after(x, sap, i + 2)
     return keras.Model(inputs, logits_head(x, num_classes), name=name)
 
 
@@ -241,6 +266,9 @@ def _entry(name: str) -> Callable[..., keras.Model]:
         width_per_group: int | None = None,
         mean: Stats = IMAGENET_MEAN,
         std: Stats = IMAGENET_STD,
+        denoise: dict | None = None,
+        input_defenses: Sequence | None = None,
+        sap: dict | None = None,
     ) -> keras.Model:
         return build_resnet(
             name=name,
@@ -252,6 +280,9 @@ def _entry(name: str) -> Callable[..., keras.Model]:
             width_per_group=width_per_group,
             mean=mean,
             std=std,
+            denoise=denoise,
+            input_defenses=input_defenses,
+            sap=sap,
         )
 
     kind, blocks, groups, width_per_group = RESNET_SPECS[name]
