@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from layers.squeezers import MedianSmoothing2D
+from layers.squeezers import MedianSmoothing2D, window_stack
 
 KINDS = ("gaussian", "dot_product", "mean", "median", "bilateral")
 _EMBEDDING_KINDS = ("gaussian", "dot_product", "bilateral")
@@ -64,15 +64,7 @@ def _neighbourhoods(x):
     pads = [[0, 0], [1, 1], [1, 1], [0, 0]]
 
     def patches_of(t, c):
-        p = ops.image.extract_patches(
-            ops.pad(t, pads),
-            (3, 3),
-            strides=(1, 1),
-            padding="valid",
-            data_format="channels_last",
-        )
-        s = ops.shape(p)
-        return ops.reshape(p, (s[0], s[1], s[2], 9, c))
+        return window_stack(ops.pad(t, pads), 3, 3)
 
     shape = ops.shape(x)
     ones = ops.ones((1, shape[1], shape[2], 1), dtype=x.dtype)
@@ -241,8 +233,8 @@ class NonLocalDenoise(keras.layers.Layer):
         """The denoising operation `D(x)` alone, same shape as `inputs`."""
         x = ops.cast(inputs, self.compute_dtype)
         if self.kind == "mean":
-            patches, mask = _neighbourhoods(x)
-            return ops.sum(patches, axis=3) / ops.sum(mask, axis=3)
+            # TF's SAME average pooling divides by the in-image count.
+            return ops.average_pool(x, 3, strides=1, padding="same")
         if self.kind == "median":
             return ops.cast(self.median(x), self.compute_dtype)
         if self.uses_embedding:

@@ -155,7 +155,6 @@ class MedianSmoothing2D(keras.layers.Layer):
 
     def call(self, inputs):
         kh, kw = self._window
-        channels = inputs.shape[-1]
         x = ops.cast(inputs, "float32")
         # scipy origin=0: k // 2 before, the rest after.
         pads = [
@@ -165,18 +164,7 @@ class MedianSmoothing2D(keras.layers.Layer):
             [0, 0],
         ]
         x = ops.pad(x, pads, mode="reflect")
-        # (B, H, W, kh * kw * C), window positions outer, channels inner.
-        patches = ops.image.extract_patches(
-            x,
-            (kh, kw),
-            strides=(1, 1),
-            padding="valid",
-            data_format="channels_last",
-        )
-        shape = ops.shape(patches)
-        patches = ops.reshape(
-            patches, (shape[0], shape[1], shape[2], kh * kw, channels)
-        )
+        patches = window_stack(x, kh, kw)
         rank = (kh * kw) // 2
         return ops.sort(patches, axis=-2)[..., rank, :]
 
@@ -187,3 +175,22 @@ class MedianSmoothing2D(keras.layers.Layer):
         config = super().get_config()
         config.update({"size": self.size})
         return config
+
+
+def window_stack(x, kh: int, kw: int):
+    """All `kh x kw` windows of an already padded `x`, stacked.
+
+    Args:
+        x: `(batch, height + kh - 1, width + kw - 1, channels)`.
+
+    Returns:
+        `(batch, height, width, kh * kw, channels)`: window position
+        `k = kw * dy + dx` (row-major), channels last. Built from shifted
+        slices, O(kh * kw * H * W * C): `keras.ops.image.extract_patches`
+        is a convolution with an identity kernel, O(C^2), ruinous for the
+        2048-channel feature maps of the denoising blocks.
+    """
+    h = ops.shape(x)[1] - kh + 1
+    w = ops.shape(x)[2] - kw + 1
+    return ops.stack([x[:, dy:dy + h, dx:dx + w, :]
+                      for dy in range(kh) for dx in range(kw)], axis=3)
