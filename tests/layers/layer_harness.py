@@ -142,3 +142,19 @@ def save_load_outputs(model, x):
         keras.ops.convert_to_numpy(model(x)),
         keras.ops.convert_to_numpy(reloaded(x)),
     )
+
+
+def traced_step(layer):
+    """A `tf.function` mapping x to `(layer(x), d sum(layer(x)) / dx)`;
+    call it repeatedly to see a random layer's state advance in a graph."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y)
+        return y, tape.gradient(loss, x)
+
+    return step

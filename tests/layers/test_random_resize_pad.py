@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from layers.random_resize_pad import RandomResizePad
-from tests.layers.layer_harness import run_layer_test, save_load_outputs
+from tests.layers.layer_harness import (run_layer_test, save_load_outputs,
+                                        traced_step)
 
 
 def _images(batch=2, size=8, channels=3, seed=0):
@@ -82,13 +83,7 @@ def test_inside_tf_function_and_gradient():
     kwargs = {"max_size": 12, "interpolation": "bilinear", "seed": 4}
     layer, twin = RandomResizePad(**kwargs), _twin(x, **kwargs)
 
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(y)
-        return y, tape.gradient(loss, x)
+    step = traced_step(layer)
 
     for _ in range(2):
         y, g = step(x)

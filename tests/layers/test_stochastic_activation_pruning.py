@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from layers.stochastic_activation_pruning import (
     StochasticActivationPruning, prune_and_rescale)
-from tests.layers.layer_harness import run_layer_test, save_load_outputs
+from tests.layers.layer_harness import (run_layer_test, save_load_outputs,
+                                        traced_step)
 
 
 def _keep_prob(a, r):
@@ -139,13 +140,7 @@ def test_inside_tf_function_and_gradient():
     layer = StochasticActivationPruning(seed=3)
     r = layer.num_samples(x.shape)
 
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(y)
-        return y, tape.gradient(loss, x)
+    step = traced_step(layer)
 
     y1, g = step(x)
     y2, _ = step(x)
