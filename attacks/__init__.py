@@ -13,11 +13,18 @@ import inspect
 from typing import Any, Callable, Mapping
 
 from attacks._registry import ATTACKS
-from attacks.fgsm import fgm, fgsm  # importing registers fgsm, fgm
-from attacks.pgd import bim, pgd  # importing registers pgd, bim
+# Importing an attack module registers its attacks.
+from attacks.apgd import apgd_ce, apgd_dlr
+from attacks.bpda import bpda
+from attacks.eot import eot
+from attacks.fgsm import fgm, fgsm
+from attacks.illc import illc
+from attacks.mi_fgsm import mi_fgsm
+from attacks.pgd import bim, pgd
+from attacks.rfgsm import rfgsm
 
-__all__ = ["bim", "fgm", "fgsm", "from_config", "get_attack",
-           "list_attacks", "pgd"]
+__all__ = ["apgd_ce", "apgd_dlr", "bim", "bpda", "eot", "fgm", "fgsm", "from_config",
+           "get_attack", "illc", "list_attacks", "mi_fgsm", "pgd", "rfgsm"]
 
 
 def get_attack(name: str) -> Callable[..., Any]:

@@ -52,6 +52,11 @@ def _pgd_loop(model, x, y, x_start, eps, step_size, steps, clip_min,
             logits, obj = _evaluate(model, x_adv, y, sign, loss)
             total = tf.reduce_sum(obj)
         grad = tape.gradient(total, x_adv)
+        if grad is None:  # known while tracing: a clear error, not a crash
+            raise ValueError(
+                "the model's logits have no gradient with respect to x (a "
+                "non-differentiable layer such as ThermometerEncoding or "
+                "BitDepthReduction?); attack it through attacks.bpda.bpda")
         # x_adv here is iterate i; i == 0 is the start, which never counts.
         force = tf.fill([batch], tf.equal(i, 1))
         best = _keep(best, x_adv, logits, obj, y, targeted, force, i > 0)

@@ -120,6 +120,16 @@ def test_x_out_of_range_raises():
         attacks.get_attack("pgd_linf")
 
 
+def test_non_differentiable_model_gets_a_clear_error():
+    @tf.autograph.experimental.do_not_convert
+    def rounded(x):
+        return linear(tf.round(x))
+
+    x, y = _inputs()
+    with pytest.raises(ValueError, match="no gradient.*bpda"):
+        attacks.pgd(rounded, x, y, eps=0.1, step_size=0.05, steps=2)
+
+
 def test_no_retracing_across_eps_values():
     x, y = _inputs()
     attacks.pgd(linear, x, y, eps=0.1, step_size=0.01, steps=2)

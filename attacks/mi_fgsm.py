@@ -1,0 +1,131 @@
+"""MI-FGSM: iterative FGSM with a momentum term (L-inf).
+
+Dong, Liao, Pang, Su, Zhu, Hu, Li 2018, "Boosting Adversarial Attacks with
+Momentum", arXiv 1710.06081, Algorithm 1:
+
+    g_{t+1} = mu * g_t + grad_x J(x_t, y) / ||grad_x J(x_t, y)||_1
+    x_{t+1} = Clip_{x, eps}(x_t + step_size * sign(g_{t+1}))
+
+with the L1 norm taken per example, and the final iterate returned.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from attacks import _core
+from attacks._registry import register_attack
+
+_TINY = 1e-12
+
+
+def _mi_loop(model, x, y, eps, step_size, mu, steps, clip_min, clip_max,
+             targeted, loss):
+    """Runs `steps` momentum steps from `x`; returns the final iterate."""
+    sign = -1.0 if targeted else 1.0
+    x_adv = x
+    g = tf.zeros_like(x)
+    axes = tf.range(1, tf.rank(x))
+    for _ in tf.range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            logits = _core.call_model(model, x_adv)
+            total = tf.reduce_sum(
+                sign * _core.per_example_loss(logits, y, loss))
+        grad = tape.gradient(total, x_adv)
+        l1 = tf.reduce_sum(tf.abs(grad), axis=axes, keepdims=True)
+        g = mu * g + grad / tf.maximum(l1, _TINY)
+        delta = x_adv + step_size * tf.sign(g) - x
+        x_adv = tf.clip_by_value(x + _core.project(delta, eps, "inf"),
+                                 clip_min, clip_max)
+    return x_adv
+
+
+_LOOP = tf.function(_mi_loop, reduce_retracing=True)
+_LOOP_XLA = tf.function(_mi_loop, reduce_retracing=True, jit_compile=True)
+
+
+@register_attack("mi_fgsm")
+def mi_fgsm(
+    model: Callable,
+    x: tf.Tensor,
+    y: tf.Tensor | None,
+    *,
+    eps: float,
+    steps: int = 10,
+    step_size: float | None = None,
+    mu: float = 1.0,
+    norm: str = "inf",
+    targeted: bool = False,
+    loss: str = "ce",
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    seed: int | None = None,
+    jit_compile: bool = False,
+) -> tf.Tensor:
+    """MI-FGSM attack (Dong et al. 2018, arXiv 1710.06081, Alg. 1).
+
+    Args:
+        model: callable mapping `x` to logits `(batch, classes)`; a Keras
+            model is called with `training=False`. Logits, never
+            probabilities.
+        x: float `(batch, height, width, channels)` in `[clip_min, clip_max]`
+            (default `[0, 1]`). Not modified.
+        y: int `(batch,)`: true labels (untargeted) or target labels
+            (`targeted=True`). None uses the model's predictions.
+        eps: L-inf budget on the pixel scale of `x` (e.g. `16 / 255`), >= 0.
+        steps: number of iterations T, >= 1 (paper: 10).
+        step_size: per-step size alpha, > 0; default `eps / steps` (paper).
+            A larger step is allowed; iterates are still projected.
+        mu: momentum decay factor, >= 0 (paper: 1.0); `mu = 0` is I-FGSM
+            with L1-normalised (sign-invariant) gradients, i.e. BIM.
+        norm: only "inf" is supported (kept for API uniformity).
+        targeted: descend the loss of the target label `y` (the momentum
+            then accumulates the gradient of `-J`).
+        loss: "ce" (cross-entropy, the paper's J) or "cw" (margin).
+        clip_min, clip_max: the valid box of pixel values; every iterate is
+            clipped to it.
+        seed: unused (the attack is deterministic); accepted for API
+            uniformity.
+        jit_compile: compile the loop with XLA.
+
+    Returns:
+        The final iterate `x_T` (as in the paper, no best-iterate
+        selection), with the shape and dtype of `x`, inside the box and with
+        `||x_adv - x||_inf <= eps`.
+
+    Raises:
+        ValueError: `norm != "inf"`, `eps < 0`, `steps < 1`,
+            `step_size <= 0`, `mu < 0` or not finite, `loss` unknown, or `x`
+            outside `[clip_min, clip_max]`.
+
+    References:
+        Dong, Liao, Pang, Su, Zhu, Hu, Li 2018, "Boosting Adversarial
+        Attacks with Momentum", arXiv 1710.06081, Algorithm 1 (Eqs. 6-7).
+    """
+    del seed
+    _core.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
+                   loss=loss, clip_min=clip_min, clip_max=clip_max)
+    if norm != "inf":
+        raise ValueError(f"mi_fgsm supports only norm='inf'; got {norm!r}")
+    if not (np.isfinite(mu) and mu >= 0):
+        raise ValueError(f"mu must be a finite number >= 0; got {mu!r}")
+    if step_size is None:
+        step_size = eps / steps
+    _core.check_inputs(x, y, clip_min, clip_max)
+    x = tf.convert_to_tensor(x)
+    in_dtype = x.dtype
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = _core.default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    loop = _LOOP_XLA if jit_compile else _LOOP
+    x_adv = loop(model, x32, y, _core.as_scalar(eps),
+                 _core.as_scalar(step_size), _core.as_scalar(mu),
+                 tf.constant(int(steps), tf.int32),
+                 _core.as_scalar(clip_min), _core.as_scalar(clip_max),
+                 bool(targeted), loss)
+    return tf.cast(x_adv, in_dtype)

@@ -1,0 +1,123 @@
+"""R+FGSM: FGSM preceded by a small random sign step (L-inf).
+
+Tramer, Kurakin, Papernot, Goodfellow, Boneh, McDaniel 2018, "Ensemble
+Adversarial Training: Attacks and Defenses", arXiv 1705.07204, Eq. 7:
+
+    x' = x + alpha * sign(N(0, I))
+    x_adv = clip(x' + (eps - alpha) * sign(grad_x' J(x', y)))
+
+The random step escapes the sharp curvature of the loss next to data points
+(gradient masking) that plain FGSM is fooled by.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from attacks import _core
+from attacks._registry import register_attack
+
+
+def _rfgsm_step(model, x, y, x_rand, eps, step, clip_min, clip_max,
+                targeted, loss):
+    """One gradient-sign step of size `step` from `x_rand`, projected onto
+    the eps-ball around `x` and the box."""
+    sign = -1.0 if targeted else 1.0
+    x_prime = tf.clip_by_value(x_rand, clip_min, clip_max)
+    with tf.GradientTape() as tape:
+        tape.watch(x_prime)
+        logits = _core.call_model(model, x_prime)
+        total = tf.reduce_sum(sign * _core.per_example_loss(logits, y, loss))
+    grad = tape.gradient(total, x_prime)
+    delta = x_prime + step * tf.sign(grad) - x
+    return tf.clip_by_value(x + _core.project(delta, eps, "inf"),
+                            clip_min, clip_max)
+
+
+_STEP = tf.function(_rfgsm_step, reduce_retracing=True)
+_STEP_XLA = tf.function(_rfgsm_step, reduce_retracing=True, jit_compile=True)
+
+
+@register_attack("rfgsm")
+def rfgsm(
+    model: Callable,
+    x: tf.Tensor,
+    y: tf.Tensor | None,
+    *,
+    eps: float,
+    alpha: float | None = None,
+    norm: str = "inf",
+    targeted: bool = False,
+    loss: str = "ce",
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    seed: int | None = None,
+    jit_compile: bool = False,
+) -> tf.Tensor:
+    """R+FGSM attack (Tramer et al. 2018, arXiv 1705.07204, Eq. 7).
+
+    Args:
+        model: callable mapping `x` to logits `(batch, classes)`; a Keras
+            model is called with `training=False`. Logits, never
+            probabilities.
+        x: float `(batch, height, width, channels)` in `[clip_min, clip_max]`
+            (default `[0, 1]`). Not modified.
+        y: int `(batch,)`: true labels (untargeted) or target labels
+            (`targeted=True`). None uses the model's predictions.
+        eps: L-inf budget on the pixel scale of `x` (e.g. `8 / 255`), >= 0.
+        alpha: size of the random sign step, `0 <= alpha <= eps`; default
+            `eps / 2` (the paper uses eps = 16/255, alpha = 8/255). The
+            gradient step has size `eps - alpha`; `alpha = 0` is FGSM.
+        norm: only "inf" is supported (kept for API uniformity).
+        targeted: descend the loss of the target label `y`.
+        loss: "ce" (cross-entropy, the paper's J) or "cw" (margin).
+        clip_min, clip_max: the valid box of pixel values. The random point
+            `x'` is clipped to the box before the gradient is taken.
+        seed: int for a reproducible random step; None draws from the
+            global generator.
+        jit_compile: compile the step with XLA.
+
+    Returns:
+        `x_adv` with the shape and dtype of `x`, inside the box and with
+        `||x_adv - x||_inf <= eps`.
+
+    Raises:
+        ValueError: `norm != "inf"`, `eps < 0`, `alpha` outside `[0, eps]`,
+            `loss` unknown, or `x` outside `[clip_min, clip_max]`.
+
+    References:
+        Tramer, Kurakin, Papernot, Goodfellow, Boneh, McDaniel 2018,
+        "Ensemble Adversarial Training: Attacks and Defenses",
+        arXiv 1705.07204, Sec. 4.1, Eq. 7.
+    """
+    _core.validate(eps=eps, norm=norm, loss=loss, clip_min=clip_min,
+                   clip_max=clip_max)
+    if norm != "inf":
+        raise ValueError(f"rfgsm supports only norm='inf'; got {norm!r}")
+    if alpha is None:
+        alpha = eps / 2
+    if not (np.isfinite(alpha) and 0 <= alpha <= eps):
+        raise ValueError(
+            f"alpha must satisfy 0 <= alpha <= eps = {eps!r}; got {alpha!r}"
+        )
+    _core.check_inputs(x, y, clip_min, clip_max)
+    x = tf.convert_to_tensor(x)
+    in_dtype = x.dtype
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = _core.default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    pair = _core.seed_pair(seed, 0)
+    if pair is None:
+        noise = tf.random.normal(tf.shape(x32))
+    else:
+        noise = tf.random.stateless_normal(tf.shape(x32), pair)
+    x_rand = x32 + float(alpha) * tf.sign(noise)
+    step = _STEP_XLA if jit_compile else _STEP
+    x_adv = step(model, x32, y, x_rand, _core.as_scalar(eps),
+                 _core.as_scalar(eps - alpha), _core.as_scalar(clip_min),
+                 _core.as_scalar(clip_max), bool(targeted), loss)
+    return tf.cast(x_adv, in_dtype)
