@@ -16,6 +16,8 @@ from attacks._registry import ATTACKS
 # Importing an attack module registers its attacks.
 from attacks.apgd import apgd_ce, apgd_dlr
 from attacks.bpda import bpda
+from attacks.cw import cw_l2
+from attacks.deepfool import deepfool
 from attacks.eot import eot
 from attacks.fgsm import fgm, fgsm
 from attacks.illc import illc
@@ -23,8 +25,11 @@ from attacks.mi_fgsm import mi_fgsm
 from attacks.pgd import bim, pgd
 from attacks.rfgsm import rfgsm
 
-__all__ = ["apgd_ce", "apgd_dlr", "bim", "bpda", "eot", "fgm", "fgsm", "from_config",
-           "get_attack", "illc", "list_attacks", "mi_fgsm", "pgd", "rfgsm"]
+__all__ = [
+    "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l2", "deepfool", "eot", "fgm",
+    "fgsm", "from_config", "get_attack", "illc", "list_attacks", "mi_fgsm",
+    "pgd", "rfgsm",
+]
 
 
 def get_attack(name: str) -> Callable[..., Any]:
