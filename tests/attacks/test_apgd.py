@@ -10,24 +10,13 @@ import pytest
 import tensorflow as tf
 
 from attacks.apgd import apgd_ce, apgd_dlr
+from tests.attacks.linear_model import LinearSoftmax
 
 apgd_module = importlib.import_module("attacks.apgd")
 pgd = importlib.import_module("attacks.pgd").pgd
 
-RNG = np.random.default_rng(0)
-W = RNG.normal(size=(12, 5)).astype("float32")
-B = RNG.normal(size=(5,)).astype("float32")
-
-
-@tf.autograph.experimental.do_not_convert
-def linear(x):
-    """A linear model on (batch, 2, 2, 3) inputs with 5 classes."""
-    return tf.reshape(x, [-1, 12]) @ W + B
-
-
-def _inputs(n=6):
-    x = RNG.uniform(0.05, 0.95, size=(n, 2, 2, 3)).astype("float32")
-    return x, (np.arange(n) % 5).astype("int32")
+LIN = LinearSoftmax(classes=5, seed=0)
+RNG, linear, _inputs = LIN.rng, LIN, LIN.inputs
 
 
 @pytest.mark.parametrize("norm,eps", [("inf", 0.05), ("2", 0.3)])

@@ -7,16 +7,10 @@ import pytest
 import tensorflow as tf
 
 from attacks.deepfool import deepfool
+from tests.attacks.linear_model import LinearSoftmax
 
-RNG = np.random.default_rng(0)
-W = RNG.normal(size=(12, 3)).astype("float32")
-B = RNG.normal(size=(3,)).astype("float32")
-
-
-@tf.autograph.experimental.do_not_convert
-def linear(x):
-    """A linear softmax model on (batch, 2, 2, 3) inputs: logits = xW + b."""
-    return tf.reshape(x, [-1, 12]) @ W + B
+LIN = LinearSoftmax(classes=3, seed=0)
+RNG, W, B, linear = LIN.rng, LIN.W, LIN.B, LIN
 
 
 def _inputs(n=8):

@@ -12,31 +12,13 @@ from attacks.fgsm import fgsm
 from attacks.illc import illc, illc_steps
 from attacks.mi_fgsm import mi_fgsm
 from attacks.rfgsm import rfgsm
+from tests.attacks.linear_model import LinearSoftmax
 
 mi_module = importlib.import_module("attacks.mi_fgsm")
 
-RNG = np.random.default_rng(1)
-W = RNG.normal(size=(12, 3)).astype("float32")
-B = RNG.normal(size=(3,)).astype("float32")
-
-
-@tf.autograph.experimental.do_not_convert
-def linear(x):
-    """A linear softmax model on (batch, 2, 2, 3) inputs: logits = xW + b."""
-    return tf.reshape(x, [-1, 12]) @ W + B
-
-
-def _inputs(n=6):
-    x = RNG.uniform(0.05, 0.95, size=(n, 2, 2, 3)).astype("float32")
-    return x, (np.arange(n) % 3).astype("int32")
-
-
-def _input_grad(x, y):
-    """Analytic gradient of the cross-entropy of a linear softmax model."""
-    z = x.reshape(len(x), 12).astype("float64") @ W + B
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    return ((p - np.eye(3)[y]) @ W.T).reshape(x.shape)
+LIN = LinearSoftmax(classes=3, seed=1, grad_dtype="float64")
+RNG, W, B, linear = LIN.rng, LIN.W, LIN.B, LIN
+_inputs, _input_grad = LIN.inputs, LIN.input_grad
 
 
 ATTACKS = {
