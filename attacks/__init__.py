@@ -24,11 +24,12 @@ from attacks.illc import illc
 from attacks.mi_fgsm import mi_fgsm
 from attacks.pgd import bim, pgd
 from attacks.rfgsm import rfgsm
+from attacks.transfer import transfer
 
 __all__ = [
     "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l2", "deepfool", "eot", "fgm",
     "fgsm", "from_config", "get_attack", "illc", "list_attacks", "mi_fgsm",
-    "pgd", "rfgsm",
+    "pgd", "rfgsm", "transfer",
 ]
 
 

@@ -4,7 +4,8 @@
 #     where apt-get is available and we are root (else: set FASHION_MNIST_DIR,
 #     or let tensorflow-datasets download it);
 #   - TensorFlow (tensorflow[and-cuda] when an NVIDIA GPU is visible, else
-#     tensorflow-cpu) and requirements.txt.
+#     tensorflow-cpu), requirements.txt and requirements-test.txt (the peer
+#     libraries ART and foolbox that the cross-library tests compare with).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +26,5 @@ if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
 else
   TF="tensorflow-cpu>=2.21,<2.22"
 fi
-"$PY" -m pip install -q --disable-pip-version-check "$TF" -r requirements.txt
+"$PY" -m pip install -q --disable-pip-version-check "$TF" -r requirements.txt \
+  -r requirements-test.txt
