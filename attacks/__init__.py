@@ -17,19 +17,26 @@ from attacks._registry import ATTACKS
 from attacks.apgd import apgd_ce, apgd_dlr
 from attacks.bpda import bpda
 from attacks.cw import cw_l2
+from attacks.cw_l0 import cw_l0
+from attacks.cw_linf import cw_linf
 from attacks.deepfool import deepfool
 from attacks.eot import eot
 from attacks.fgsm import fgm, fgsm
 from attacks.illc import illc
+from attacks.lbfgs import lbfgs
 from attacks.mi_fgsm import mi_fgsm
+from attacks.one_pixel import one_pixel
 from attacks.pgd import bim, pgd
 from attacks.rfgsm import rfgsm
+from attacks.spsa import spsa
+from attacks.square import square
 from attacks.transfer import transfer
 
 __all__ = [
-    "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l2", "deepfool", "eot", "fgm",
-    "fgsm", "from_config", "get_attack", "illc", "list_attacks", "mi_fgsm",
-    "pgd", "rfgsm", "transfer",
+    "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l0", "cw_l2", "cw_linf",
+    "deepfool", "eot", "fgm", "fgsm", "from_config", "get_attack", "illc",
+    "lbfgs", "list_attacks", "mi_fgsm", "one_pixel", "pgd", "rfgsm", "spsa",
+    "square", "transfer",
 ]
 
 

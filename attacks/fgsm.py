@@ -23,6 +23,11 @@ def _one_step(model, x, y, eps, norm, kwargs):
             raise ValueError(
                 f"{name} is fixed for single-step attacks; use pgd to set it"
             )
+    if "norm" in kwargs:
+        raise ValueError(
+            f"norm is fixed: fgsm is L-inf and fgm is L2; got "
+            f"norm={kwargs['norm']!r}; use fgm, fgsm or pgd(steps=1) for "
+            f"another norm ('inf' or '2')")
     return pgd(model, x, y, eps=eps, step_size=max(eps, 1e-12), steps=1,
                norm=norm, rand_init=False, **kwargs)
 
@@ -44,7 +49,7 @@ def fgsm(model: Callable, x: tf.Tensor, y: tf.Tensor | None, *, eps: float,
 
     Raises:
         ValueError: bad `eps`, `loss`, `x` outside the box, or an attempt to
-            set `steps`/`step_size`/`rand_init`/`restarts`.
+            set `norm`/`steps`/`step_size`/`rand_init`/`restarts`.
     """
     return _one_step(model, x, y, eps, "inf", kwargs)
 

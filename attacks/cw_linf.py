@@ -1,0 +1,331 @@
+"""Carlini-Wagner L-inf attack (Carlini & Wagner 2017, "Towards Evaluating
+the Robustness of Neural Networks", arXiv 1608.04644, Sec. V.C).
+
+Like the L2 attack (`attacks.cw`), this is a *minimum-norm* attack: it
+searches, per example, for the adversarial example of smallest L-inf
+distance. The L-inf norm is a poor objective for gradient descent (only the
+largest coordinate gets a gradient, so descent oscillates between two
+pixels), so the paper replaces it by a hinge on every coordinate:
+
+    minimise over w   c * f(x') + sum_i max(0, |x'_i - x_i| - tau),
+    x' = lo + (hi - lo) * (tanh(w) + 1) / 2
+
+(the tanh change of variables of Sec. V.A keeps `x'` in the box), with the
+margin loss f_6 on the logits `Z`
+
+    targeted:   f(x') = max(max_{i != t} Z_i - Z_t, -kappa)
+    untargeted: f(x') = max(Z_y - max_{i != y} Z_i, -kappa).
+
+Only the coordinates beyond `tau` are penalised. The outer search of the
+paper, done here per example:
+
+1. Start with `tau = tau_init` (1: no penalty on the [0, 1] box) and a small
+   `c = c_init`, warm-started at `x`.
+2. Solve the problem above with Adam for at most `steps` iterations. The
+   solve *succeeds* at the first iterate that is adversarial (margin >=
+   kappa) with every `|x'_i - x_i| <= tau` (the penalty is zero; a 1%
+   float slack on `tau` is allowed, see `_TAU_SLACK`), the paper's early
+   abort.
+3. On success: `tau <- tau_decay * min(tau, ||x' - x||_inf)` (paper: "if
+   delta_i < tau for all i, reduce tau by a factor of 0.9") and the next
+   solve is warm-started from the successful `x'`; `c` is kept.
+   On failure: `c <- 2 c` and the solve is repeated; once `c > c_max` the
+   example is finished.
+
+The smallest-L-inf adversarial iterate seen over all solves is returned.
+
+Deviation from the paper: a retry after a failure continues from the
+failed solve's last iterate, its perturbation clipped to `[-tau, tau]`,
+with fresh Adam moments; the paper restarts it from the last successful
+point, so that with Adam (invariant to the scale of the loss, and `c` only
+weighs against the hinge) a retry mostly repeats the failed solve.
+Measured on the Fashion-MNIST test CNN (25 images, 30-step solves,
+learning rate 0.05, `c_init` 0.1): median L-inf 0.091 with the paper's
+restart, 0.059 with the continuation, both 100% success.
+
+Pixels exactly at `clip_min` or `clip_max` hardly move in tanh space
+(`tanh'` is ~1e-6 there, the paper's parametrisation too), so unlike PGD
+this attack barely uses them (on Fashion-MNIST: the black background).
+
+Each Adam solve is one compiled `tf.function` over the batch of still
+running examples, with `tau` and `c` as per-example tensors (no retrace per
+value); examples that succeed stop moving and the loop exits when all have.
+
+Adam is written out on tensors as in `attacks.cw` (fresh moments per
+solve), so no Keras optimizer variables are created inside the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from attacks import _core
+from attacks._registry import register_attack
+from attacks.cw import (_ADAM_B1, _ADAM_B2, _ADAM_EPS, _check_int,
+                        _check_number, _from_tanh_space, _margins,
+                        _to_tanh_space)
+
+# A solve counts as within tau when ||x' - x||_inf <= tau * (1 + slack):
+# Adam iterates hover around the hinge, and an exact test would rarely see
+# every coordinate inside at once. The slack is well below 1 - tau_decay,
+# so tau still shrinks geometrically.
+_TAU_SLACK = 0.01
+# Examples whose tau falls below this fraction of the box are finished
+# (already adversarial at x, up to the tanh round trip).
+_TAU_FLOOR = 1e-5
+
+
+def _linf_objective(model, x, y, w, const, tau, lo, hi, kappa, targeted):
+    """`(x', ||x' - x||_inf, loss, success)` at `w`, per example."""
+    x_adv = _from_tanh_space(w, lo, hi)
+    delta = x_adv - x
+    linf = tf.reduce_max(tf.abs(delta), axis=[1, 2, 3])
+    tau_b = tf.reshape(tau, [-1, 1, 1, 1])
+    penalty = tf.reduce_sum(tf.nn.relu(tf.abs(delta) - tau_b), axis=[1, 2, 3])
+    logits = _core.call_model(model, x_adv)
+    z_y, z_other = _margins(logits, y)
+    gap = (z_other - z_y) if targeted else (z_y - z_other)
+    loss = const * tf.maximum(gap, -kappa) + penalty
+    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    hit = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
+    succ = tf.logical_and(hit, -gap >= kappa)
+    return x_adv, linf, loss, succ
+
+
+def _linf_solve(model, x, y, w0, const, tau, lr, steps, lo, hi, kappa,
+                targeted):
+    """One penalised solve per example for fixed `(c, tau)`.
+
+    Runs Adam from `w0` until every example has succeeded (adversarial with
+    `||delta||_inf <= tau`, slack included) or `steps` steps were taken;
+    an example stops moving at its first success.
+
+    Returns:
+        best_x, best_linf: the smallest-L-inf adversarial iterate seen
+            (`x` and `inf` where none);
+        solved: bool `(batch,)`;
+        w_sol, linf_sol: the successful iterate (in tanh space) and its
+            L-inf (`w0` and `inf` where not solved);
+        w_end: the last iterate with its perturbation clipped to
+            `[-tau, tau]` (the warm start of a retry after a failure).
+    """
+    batch = tf.shape(x)[0]
+    inf = tf.fill([batch], np.float32(np.inf))
+    b1 = tf.constant(_ADAM_B1, tf.float32)
+    b2 = tf.constant(_ADAM_B2, tf.float32)
+    bound = tau * (1.0 + _TAU_SLACK)
+    w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)
+    best_x, best_linf = x, inf
+    w_sol, linf_sol = w0, inf
+    solved = tf.zeros([batch], tf.bool)
+    i = tf.constant(0)
+    # Iterates 0 .. steps are evaluated (the last one after `steps` steps).
+    while i <= steps and not tf.reduce_all(solved):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            x_adv, linf, loss, succ = _linf_objective(
+                model, x, y, w, const, tau, lo, hi, kappa, targeted)
+            total = tf.reduce_sum(loss)
+        grad = tape.gradient(total, w)
+        if grad is None:  # known while tracing
+            raise ValueError(
+                "the model's logits have no gradient with respect to x (a "
+                "non-differentiable layer?); attack it through "
+                "attacks.bpda.bpda")
+        take = tf.logical_and(succ, linf < best_linf)
+        best_linf = tf.where(take, linf, best_linf)
+        best_x = _core.select(take, x_adv, best_x)
+        new = tf.logical_and(tf.logical_and(succ, linf <= bound),
+                             tf.logical_not(solved))
+        w_sol = _core.select(new, w, w_sol)
+        linf_sol = tf.where(new, linf, linf_sol)
+        solved = tf.logical_or(solved, new)
+        t = tf.cast(i + 1, tf.float32)
+        m = b1 * m + (1.0 - b1) * grad
+        v = b2 * v + (1.0 - b2) * tf.square(grad)
+        step = lr * (m / (1.0 - tf.pow(b1, t))) / (
+            tf.sqrt(v / (1.0 - tf.pow(b2, t))) + _ADAM_EPS)
+        w = _core.select(solved, w, w - step)
+        i += 1
+    # A failed solve hands on its last iterate, moved into the tau-box.
+    x_end = _from_tanh_space(w, lo, hi)
+    tau_b = tf.reshape(tau, [-1, 1, 1, 1])
+    x_end = x + tf.clip_by_value(x_end - x, -tau_b, tau_b)
+    return (best_x, best_linf, solved, w_sol, linf_sol,
+            _to_tanh_space(x_end, lo, hi))
+
+
+_SOLVE = tf.function(_linf_solve, reduce_retracing=True)
+_SOLVE_XLA = tf.function(_linf_solve, reduce_retracing=True, jit_compile=True)
+
+
+@register_attack("cw_linf")
+def cw_linf(
+    model: Callable,
+    x: tf.Tensor,
+    y: tf.Tensor | None,
+    *,
+    targeted: bool = False,
+    confidence: float = 0.0,
+    c_init: float = 1e-3,
+    c_max: float = 20.0,
+    tau_init: float = 1.0,
+    tau_decay: float = 0.9,
+    steps: int = 50,
+    learning_rate: float = 0.05,
+    max_rounds: int = 200,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    eps: float | None = None,
+    seed: int | None = None,
+    jit_compile: bool = False,
+) -> tf.Tensor:
+    """Carlini-Wagner L-inf attack (arXiv 1608.04644, Sec. V.C).
+
+    A minimum-norm attack: it returns, per example, the smallest-L-inf
+    adversarial example it found (see the module docstring for the search
+    over `tau` and `c`).
+
+    Args:
+        model: callable mapping `x` to logits `(batch, classes)`; a Keras
+            model is called with `training=False`. Logits, never
+            probabilities (the margin loss is defined on logits).
+        x: float `(batch, height, width, channels)` in `[clip_min,
+            clip_max]` (default `[0, 1]`). Not modified.
+        y: int `(batch,)`: true labels (untargeted) or target labels
+            (`targeted=True`). None uses the model's predictions
+            (untargeted only).
+        targeted: reach the label `y` instead of leaving it.
+        confidence: kappa >= 0, the logit margin by which the adversarial
+            class must win.
+        c_init: starting weight `c` > 0 of the margin loss. The paper starts
+            at 1e-5; with Adam (invariant to the scale of the loss) `c` only
+            matters against the hinge, and 1e-3 saves a few failed doubling
+            solves: on the Fashion-MNIST test CNN (25 images, defaults
+            otherwise) median L-inf 0.0481 in 25 s vs 0.0480 in 31 s with
+            1e-5, 100% success for both (PGD-20 at eps = 0.1 broke 84% of
+            the same images).
+        c_max: `c` is doubled after each failed solve while `c <= c_max`
+            (paper: 20); the example is finished once it exceeds it.
+        tau_init: the first hinge threshold `tau` > 0 (paper: 1, no
+            penalty on the [0, 1] box).
+        tau_decay: factor in (0, 1) applied to `tau` after each successful
+            solve (paper: 0.9).
+        steps: maximum Adam iterations per solve, >= 1 (a solve stops early
+            for an example at its first success). The paper uses 1000 with
+            `learning_rate` 5e-3; on the test CNN 50 at 0.05 gave the same
+            median L-inf as 100 at 0.01 (0.048 vs 0.046) in 40% of the
+            time.
+        learning_rate: Adam step size in `w` (tanh) space, > 0.
+        max_rounds: upper bound >= 1 on the number of solves per example
+            (successes plus failures); the natural bound is about
+            `log(tau_final) / log(tau_decay) + log2(c_max / c_init)`.
+        clip_min, clip_max: the valid box of pixel values.
+        eps: optional L-inf radius >= 0. If given, each returned
+            perturbation is clipped to `[-eps, eps]` at the end (for a fixed
+            threat model); a clipped example may no longer be adversarial.
+            None (default) returns the minimum-norm result.
+        seed: accepted for API uniformity; the attack is deterministic (it
+            starts at `x`) and ignores it.
+        jit_compile: compile the inner Adam loop with XLA.
+
+    Returns:
+        `x_adv` with the shape and dtype of `x`, inside the box. Where some
+        iterate was adversarial (margin >= `confidence`) it is the one of
+        smallest L-inf distance to `x`; elsewhere it is `x` itself,
+        unchanged bit for bit (so `x_adv == x` marks a failure).
+
+    Raises:
+        ValueError: `confidence < 0`, `c_init <= 0`, `c_max < c_init`,
+            `tau_init <= 0`, `tau_decay` outside (0, 1), `steps < 1` or not
+            an integer, `learning_rate <= 0`, `max_rounds < 1`, `eps < 0`,
+            `clip_min >= clip_max`, `targeted=True` with `y=None`, or `x`
+            not a rank-4 float tensor inside the box; the message names the
+            value.
+
+    Example:
+        >>> x_adv = cw_linf(model, x, y, steps=100)
+        >>> linf = tf.reduce_max(tf.abs(x_adv - x), axis=[1, 2, 3])
+    """
+    _check_number("confidence", confidence, positive=False)
+    _check_number("c_init", c_init, positive=True)
+    _check_number("c_max", c_max, positive=True)
+    if c_max < c_init:
+        raise ValueError(f"c_max must be >= c_init; got c_max={c_max!r}, "
+                         f"c_init={c_init!r}")
+    _check_number("tau_init", tau_init, positive=True)
+    _check_number("tau_decay", tau_decay, positive=True)
+    if not tau_decay < 1:
+        raise ValueError(f"tau_decay must be in (0, 1); got {tau_decay!r}")
+    _check_int("steps", steps)
+    _check_number("learning_rate", learning_rate, positive=True)
+    _check_int("max_rounds", max_rounds)
+    if eps is not None:
+        _check_number("eps", eps, positive=False)
+    if not clip_min < clip_max:
+        raise ValueError(
+            f"clip_min must be < clip_max; got clip_min={clip_min!r}, "
+            f"clip_max={clip_max!r}")
+    if targeted and y is None:
+        raise ValueError("targeted=True needs the target labels y; got None")
+    _core.check_inputs(x, y, clip_min, clip_max)
+    del seed  # deterministic attack
+
+    x = tf.convert_to_tensor(x)
+    in_dtype = x.dtype
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = _core.default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    batch = int(tf.shape(x32)[0])
+    if batch == 0:
+        return tf.identity(x)
+
+    lo, hi = _core.as_scalar(clip_min), _core.as_scalar(clip_max)
+    kappa = _core.as_scalar(confidence)
+    lr = _core.as_scalar(learning_rate)
+    steps_t = tf.constant(int(steps), tf.int32)
+    solve = _SOLVE_XLA if jit_compile else _SOLVE
+    floor = _TAU_FLOOR * (clip_max - clip_min)
+
+    tau = np.full(batch, float(tau_init), np.float64)
+    const = np.full(batch, float(c_init), np.float64)
+    active = np.ones(batch, bool)
+    best_linf = np.full(batch, np.inf, np.float32)
+    best_x = x32.numpy()
+    w_warm = _to_tanh_space(x32, lo, hi).numpy()
+    for _ in range(int(max_rounds)):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        run_x, run_linf, solved, w_sol, linf_sol, w_end = solve(
+            model, tf.gather(x32, idx), tf.gather(y, idx),
+            tf.constant(w_warm[idx]), tf.constant(const[idx], tf.float32),
+            tf.constant(tau[idx], tf.float32), lr, steps_t, lo, hi, kappa,
+            bool(targeted))
+        run_linf, solved = run_linf.numpy(), solved.numpy()
+        better = run_linf < best_linf[idx]
+        best_linf[idx[better]] = run_linf[better]
+        best_x[idx[better]] = run_x.numpy()[better]
+        # Success: shrink tau, warm-start from the solution. Failure: double
+        # c and continue from where the solve ended; stop once c > c_max.
+        ok, bad = idx[solved], idx[~solved]
+        tau[ok] = tau_decay * np.minimum(tau[ok], linf_sol.numpy()[solved])
+        w_warm[ok] = w_sol.numpy()[solved]
+        w_warm[bad] = w_end.numpy()[~solved]
+        const[bad] *= 2.0
+        active[bad[const[bad] > c_max]] = False
+        active[ok[tau[ok] < floor]] = False
+
+    found = tf.constant(np.isfinite(best_linf))
+    x_adv = tf.clip_by_value(tf.constant(best_x), lo, hi)
+    if eps is not None:
+        e = _core.as_scalar(eps)
+        x_adv = tf.clip_by_value(x32 + tf.clip_by_value(x_adv - x32, -e, e),
+                                 lo, hi)
+    out = tf.cast(x_adv, in_dtype)
+    # Failures are x itself, bit for bit (not a float32 round trip).
+    return tf.where(tf.reshape(found, [-1, 1, 1, 1]), out, x)

@@ -1,0 +1,274 @@
+"""Box-constrained L-BFGS attack (Szegedy, Zaremba, Sutskever, Bruna, Erhan,
+Goodfellow, Fergus 2014, "Intriguing properties of neural networks", arXiv
+1312.6199, Sec. 4.1).
+
+The paper finds an adversarial example for the target label `l` by solving
+
+    minimize  c * |r| + loss_f(x + r, l)   subject to  x + r in [0, 1]^m
+
+with box-constrained L-BFGS, and a line search over `c`: it looks for the
+value of `c` at which the minimiser `r` still satisfies `f(x + r) = l`.
+This module implements that recipe with these choices:
+
+- `|r|` is the *squared* L2 norm `||r||_2^2` (smooth at `r = 0`, so the
+  quasi-Newton model stays valid; the paper's Sec. 4.1 uses the L2
+  distance). The penalty and its gradient `2 c r` are computed exactly in
+  float64 on the SciPy side; only `loss_f` and its input gradient come from
+  the model.
+- `loss_f` is the softmax cross-entropy of the target label (targeted, the
+  paper's setting). Untargeted (`targeted=False`, the library's default)
+  uses `-log(1 - p_y)`, the cross-entropy of the event "not the true class
+  `y`": bounded below by 0, smooth, and for two classes exactly the
+  targeted loss of the other class.
+- The optimiser is SciPy's L-BFGS-B on the adversarial image `z = x + r`
+  with the bounds `[clip_min, clip_max]` per pixel, started at `x`. A
+  batch (or each chunk of `batch_size` examples) is solved as *one*
+  flattened problem whose objective is the sum of the per-example
+  objectives. That sum is separable, so its exact minimiser is the set of
+  per-example minimisers; the shared L-BFGS memory and line search only
+  couple how fast each example gets there. One model call then evaluates
+  the value and gradient for the whole chunk, instead of one call per
+  example and iteration; `batch_size=1` gives the strictly per-example
+  problem of the paper. The value-and-gradient function is a
+  `tf.function` fed tensors of a fixed shape, so it traces once per chunk
+  shape.
+- The line search over `c`: larger `c` weighs the distance more and gives
+  smaller `r`, so the smallest perturbation belongs to the *largest* `c`
+  whose minimiser is still classified as `l` (the paper's text says
+  "minimum c > 0"; with its objective written as `c |r| + loss_f` only
+  the largest such `c` gives the minimal distortion it reports). Per
+  example, `c` starts at `c_init`, is multiplied by 10 while the minimiser
+  succeeds and divided by 10 while it fails, and once it is bracketed it is
+  bisected geometrically (`sqrt(lo * hi)`, as `c` spans decades). A run at
+  `c` counts as a success when its final L-BFGS-B point is classified as
+  the target (untargeted: not as `y`).
+- Every point at which the model is evaluated is a candidate: the
+  successful point of smallest L2 over all evaluations and all values of
+  `c` is returned (as `attacks.cw.cw_l2` does). Examples never broken are
+  returned unchanged, bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import scipy.optimize
+import tensorflow as tf
+
+from attacks import _core
+from attacks._registry import register_attack
+from attacks.cw import _check_int, _check_number
+
+
+def _model_loss(model, x_adv, y, targeted):
+    """Per-example `loss_f` `(batch,)`, the gradient of its sum with
+    respect to `x_adv`, and success `(batch,)` at `x_adv`."""
+    with tf.GradientTape() as tape:
+        tape.watch(x_adv)
+        logits = tf.cast(_core.call_model(model, x_adv), tf.float32)
+        if targeted:
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
+        else:
+            # -log(1 - p_y) = logsumexp(z) - logsumexp_{j != y}(z).
+            onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
+            loss = (tf.reduce_logsumexp(logits, axis=-1)
+                    - tf.reduce_logsumexp(logits - 1e9 * onehot, axis=-1))
+        total = tf.reduce_sum(loss)
+    grad = tape.gradient(total, x_adv)
+    if grad is None:  # known while tracing
+        raise ValueError(
+            "the model's logits have no gradient with respect to x (a "
+            "non-differentiable layer?); attack it through attacks.bpda.bpda")
+    return loss, grad, _core.success(logits, y, targeted)
+
+
+_LOSS = tf.function(_model_loss, reduce_retracing=True)
+
+
+class _Chunk:
+    """One flattened L-BFGS-B problem over a chunk of examples; remembers
+    the successful point of smallest L2 among all evaluated points."""
+
+    def __init__(self, model, x32, y, targeted, lo, hi):
+        self.model, self.y, self.targeted = model, y, targeted
+        self.shape = x32.shape
+        self.n = x32.shape[0]
+        self.x32 = x32
+        self.x64 = x32.reshape(self.n, -1).astype(np.float64)
+        self.x0 = self.x64.ravel().copy()
+        size = self.x0.size
+        self.bounds = scipy.optimize.Bounds(np.full(size, lo),
+                                            np.full(size, hi))
+        self.best_l2 = np.full(self.n, np.inf)
+        self.best_x = x32.copy()
+        self.const = None
+
+    def fun(self, z):
+        """Objective `sum_i c_i ||z_i - x_i||^2 + loss_f(z_i)` and its
+        gradient, both float64 for SciPy."""
+        z32 = z.reshape(self.shape).astype(np.float32)
+        loss, grad, succ = _LOSS(self.model, tf.constant(z32), self.y,
+                                 self.targeted)
+        loss = loss.numpy().astype(np.float64)
+        succ = succ.numpy()
+        # The point actually fed to the model is z32: record its L2.
+        l2 = np.sum(np.square(
+            (z32 - self.x32).reshape(self.n, -1).astype(np.float64)), axis=1)
+        take = succ & (l2 < self.best_l2)
+        self.best_l2[take] = l2[take]
+        self.best_x[take] = z32[take]
+        r = z.reshape(self.n, -1) - self.x64
+        value = np.sum(self.const * np.sum(r * r, axis=1) + loss)
+        g = 2.0 * self.const[:, None] * r \
+            + grad.numpy().reshape(self.n, -1).astype(np.float64)
+        self._last_succ = succ
+        return value, g.ravel()
+
+    def run(self, const, steps):
+        """Minimises for the constants `const` `(n,)`; returns whether each
+        example's final L-BFGS-B point succeeds."""
+        self.const = const
+        res = scipy.optimize.minimize(
+            self.fun, self.x0, jac=True, method="L-BFGS-B",
+            bounds=self.bounds,
+            options={"maxiter": int(steps),
+                     "maxfun": 3 * int(steps) + 10})
+        # The final point's success (evaluated once more: L-BFGS-B's last
+        # evaluation need not be its returned point).
+        self.fun(res.x)
+        return self._last_succ.copy()
+
+
+@register_attack("lbfgs")
+def lbfgs(
+    model: Callable,
+    x: tf.Tensor,
+    y: tf.Tensor | None,
+    *,
+    targeted: bool = False,
+    c_init: float = 1.0,
+    binary_search_steps: int = 8,
+    steps: int = 100,
+    batch_size: int | None = None,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    eps: float | None = None,
+    seed: int | None = None,
+) -> tf.Tensor:
+    """Box-constrained L-BFGS attack (Szegedy et al. 2014, arXiv 1312.6199,
+    Sec. 4.1).
+
+    A minimum-norm attack: it has no eps-ball of its own; it returns, per
+    example, the smallest-L2 adversarial example it found.
+
+    Args:
+        model: callable mapping `x` to logits `(batch, classes)`; a Keras
+            model is called with `training=False`. Logits, never
+            probabilities (the loss applies the softmax).
+        x: float `(batch, height, width, channels)` in `[clip_min,
+            clip_max]` (default `[0, 1]`). Not modified.
+        y: int `(batch,)`: target labels (`targeted=True`, the paper's
+            setting) or true labels (untargeted). None uses the model's
+            predictions (untargeted only).
+        targeted: reach the label `y` (loss: cross-entropy of `y`) instead
+            of leaving it (loss: `-log(1 - p_y)`). Defaults to False like
+            every attack of the library, so that true labels never make it
+            a no-op; pass `targeted=True` for the paper's attack.
+        c_init: first value of the distance weight `c` > 0 in
+            `c * ||r||_2^2 + loss_f(x + r)`. About the gradient norm of the
+            loss over twice the expected L2 distance; 1.0 suits [0, 1]
+            images of MNIST / CIFAR size. A poor guess costs search steps
+            (x10 or /10 each), not correctness.
+        binary_search_steps: values of `c` tried per example, >= 1 (x10 /
+            /10 until bracketed, then geometric bisection).
+        steps: L-BFGS-B iterations per value of `c` (SciPy's
+            `maxiter`), >= 1; function evaluations are capped at
+            `3 * steps + 10`.
+        batch_size: examples solved together as one flattened L-BFGS-B
+            problem (see the module docstring), >= 1; None (default) solves
+            the whole batch at once; 1 solves each example on its own.
+        clip_min, clip_max: the valid box of pixel values (the L-BFGS-B
+            bounds).
+        eps: optional L2 radius >= 0. If given, each returned perturbation
+            is projected onto the L2 ball of radius `eps` at the end (a
+            projected example may no longer be adversarial). None (default)
+            returns the minimum-norm result.
+        seed: accepted for API uniformity; the attack is deterministic (it
+            starts at `x`) and ignores it.
+
+    Returns:
+        `x_adv` with the shape and dtype of `x`, inside the box. For every
+        example where some evaluated point succeeded (classified as the
+        target, or not as `y` when untargeted) it is the successful point
+        of smallest L2; an input that already succeeds is returned as is
+        (L2 = 0); examples never broken are `x` itself, bit for bit.
+
+    Raises:
+        ValueError: `c_init <= 0`, `binary_search_steps < 1`,
+            `steps < 1`, `batch_size < 1`, `eps < 0`, `clip_min >=
+            clip_max`, `targeted=True` with `y=None`, or `x` not a rank-4
+            float tensor inside the box; the message names the value.
+
+    Example:
+        >>> x_adv = lbfgs(model, x, target, targeted=True,
+        ...               binary_search_steps=8, steps=100)
+    """
+    _check_number("c_init", c_init, positive=True)
+    _check_int("binary_search_steps", binary_search_steps)
+    _check_int("steps", steps)
+    if batch_size is not None:
+        _check_int("batch_size", batch_size)
+    if eps is not None:
+        _check_number("eps", eps, positive=False)
+    if not clip_min < clip_max:
+        raise ValueError(
+            f"clip_min must be < clip_max; got clip_min={clip_min!r}, "
+            f"clip_max={clip_max!r}")
+    if targeted and y is None:
+        raise ValueError("targeted=True needs the target labels y; got None")
+    _core.check_inputs(x, y, clip_min, clip_max)
+    del seed  # deterministic attack
+
+    x = tf.convert_to_tensor(x)
+    in_dtype = x.dtype
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = _core.default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    batch = int(tf.shape(x32)[0])
+    if batch == 0:
+        return tf.identity(x)
+
+    x_np = x32.numpy()
+    y_np = y.numpy()
+    size = batch if batch_size is None else int(batch_size)
+    chunks = [
+        _Chunk(model, x_np[i:i + size], tf.constant(y_np[i:i + size]),
+               bool(targeted), float(clip_min), float(clip_max))
+        for i in range(0, batch, size)
+    ]
+    const = np.full(batch, float(c_init), np.float64)
+    lower = np.zeros(batch, np.float64)      # largest c that succeeded
+    upper = np.full(batch, np.inf, np.float64)  # smallest c that failed
+    for _ in range(int(binary_search_steps)):
+        succ = np.concatenate([
+            ch.run(const[i * size:i * size + ch.n], steps)
+            for i, ch in enumerate(chunks)])
+        lower = np.where(succ, np.maximum(lower, const), lower)
+        upper = np.where(succ, upper, np.minimum(upper, const))
+        const = np.where(
+            np.isfinite(upper) & (lower > 0), np.sqrt(lower * upper),
+            np.where(succ, const * 10.0, const / 10.0))
+
+    best_l2 = np.concatenate([ch.best_l2 for ch in chunks])
+    found = tf.reshape(tf.constant(np.isfinite(best_l2)), [-1, 1, 1, 1])
+    x_adv = tf.constant(np.concatenate([ch.best_x for ch in chunks]))
+    if eps is not None:
+        delta = _core.project(x_adv - x32, _core.as_scalar(eps), "2")
+        x_adv = x32 + delta
+    out = tf.clip_by_value(tf.cast(x_adv, in_dtype),
+                           tf.cast(clip_min, in_dtype),
+                           tf.cast(clip_max, in_dtype))
+    # Failures are x itself, bit for bit (not a float32 round trip).
+    return tf.where(found, out, x)

@@ -1,0 +1,446 @@
+"""Square Attack: score-based (gradient-free) random search, L-inf and L2.
+
+Andriushchenko, Croce, Flammarion, Hein 2020, "Square Attack: a
+query-efficient black-box adversarial attack via random search", arXiv
+1912.00049. The model is only queried for its logits; it is never
+differentiated.
+
+Alg. 1 (random search). Start from `x_best = init(x)`; at iteration `i`
+sample a candidate `x_new = P(x_best + delta)`, `delta ~ D(eps, h_i)`, query
+the model once and keep `x_new` per example only if its loss is lower:
+
+    L(x_new) < L(x_best)  =>  x_best <- x_new
+
+Examples that are already adversarial are not queried again. The loss is
+the margin on the logits, untargeted `z_y - max_{j != y} z_j` (Sec. 3,
+"margin loss"), or the cross-entropy, which the paper uses for the targeted
+attack (`CE(z, t)`, minimised). The attack stops for an example once it is
+misclassified (untargeted) or classified as the target (targeted).
+
+Square side `h_i`. `p_i` is the fraction of pixels changed at iteration `i`:
+`p_init`, halved at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and
+8000 of a 10000-query budget, the iterations rescaled linearly to the
+budget `steps` (Sec. 4 and App. of the paper). `h_i = round(sqrt(p_i * H *
+W))` (L-inf, >= 1), resp. the nearest odd integer >= 3 (L2).
+
+Alg. 2 (L-inf). Init: vertical stripes of width one, each stripe's colour
+drawn from `{-eps, +eps}^c` (Sec. 3.1). Update: a random window `W` of side
+`h_i` is set to `x + rho_k` with `rho_k ~ U{-eps, +eps}` per channel `k`
+(Alg. 2 adds `+-2 eps` and projects, which is the same for points at
+vertices of the ball); a draw that would not change `x_best` is redrawn.
+
+Alg. 3 (L2). `nu = x_best - x`; two random windows `W1`, `W2` of side `h`.
+Per channel `k`:
+
+    nu_tmp      = rho_k * eta* + nu_{W1,k} / ||nu_{W1,k}||_2,  rho_k ~ U{-1, 1}
+    eps_avail_k = sqrt(||nu_{W1 u W2,k}||_2^2 + eps_unused^2 / c)
+    nu_{W2,k} <- 0,   nu_{W1,k} <- nu_tmp / ||nu_tmp||_2 * eps_avail_k
+
+with `eps_unused^2 = max(eps^2 - ||nu||_2^2, 0)`. `eta*` is the unit-norm
+"meta" pattern of Eq. (5): the `h x h` window split into two halves of
+`floor(h/2)` and `h - floor(h/2)` rows, each filled with the concentric
+rectangles `eta_{r,s} = sum_{k=0}^{M(r,s)} 1 / (n + 1 - k)^2`
+(`n = floor(h/2)`, `M = n - ` the Chebyshev distance to the half's centre),
+normalised, the second half negated, and the whole transposed with
+probability 1/2. Init: a grid of `floor(H/5)`-pixel tiles, each holding the
+meta pattern with a random sign per channel, scaled to `||nu||_2 = eps`. The
+candidate is projected onto the eps-ball (float round-off only) and clipped
+to the box.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from attacks import _core
+from attacks._registry import register_attack
+
+SQUARE_LOSSES = ("margin", "cw", "ce")
+P_INIT_DEFAULT = {"inf": 0.8, "2": 0.1}
+# Iterations (of a 10000-query budget) after which p is halved.
+_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+_REDRAWS = 3  # L-inf: redraws of a square that would not change x_best
+_TINY = 1e-10
+
+
+def p_schedule(p_init: float, iteration: int, steps: int) -> float:
+    """The fraction `p_i` of pixels changed at random-search iteration `i`.
+
+    `p_init` halved once for every threshold in (10, 50, 200, 500, 1000,
+    2000, 4000, 6000, 8000) that `int(iteration / steps * 10000)` exceeds,
+    i.e. the paper's schedule for 10000 queries rescaled to `steps`.
+
+    Args:
+        p_init: the initial fraction, in (0, 1].
+        iteration: 0-based index of the random-search iteration.
+        steps: the query budget per example.
+
+    Returns:
+        `p_init / 2**k`, `k` in 0..9.
+    """
+    it = int(iteration / steps * 10000)
+    return p_init / 2 ** sum(it > t for t in _HALVINGS)
+
+
+def side_lengths(p_init: float, steps: int, height: int, width: int,
+                 norm: str) -> np.ndarray:
+    """int32 `(steps - 1,)`: the square side `h_i` of every iteration.
+
+    L-inf: `round(sqrt(p_i * H * W))` clipped to `[1, min(H, W)]`. L2: the
+    same, at least 3 and made odd (the two halves of the meta pattern
+    differ by one row), clipped to the largest odd side that fits.
+    """
+    limit = min(height, width)
+    if norm == "2" and limit >= 3:
+        limit -= 1 - limit % 2
+    out = np.empty(max(steps - 1, 0), np.int32)
+    for i in range(len(out)):
+        s = int(round(math.sqrt(p_schedule(p_init, i, steps) * height
+                                * width)))
+        if norm == "2":
+            s = max(s, 3)
+            s += 1 - s % 2
+        out[i] = min(max(s, 1), limit)
+    return out
+
+
+def _rings(rows: int, cols: int) -> np.ndarray:
+    """Concentric rectangles of Eq. (5) on a `rows x cols` block, unit
+    L2 norm: `sum_{j=d+1}^{n+1} 1/j^2`, `d` the Chebyshev distance to the
+    centre `(rows // 2, cols // 2)`, `n = max(rows, cols) // 2`."""
+    if rows == 0 or cols == 0:
+        return np.zeros((rows, cols))
+    n = max(rows, cols) // 2
+    dist = np.maximum(np.abs(np.arange(rows)[:, None] - rows // 2),
+                      np.abs(np.arange(cols)[None, :] - cols // 2))
+    inv_sq = 1.0 / np.arange(1, n + 2) ** 2  # 1/j^2 for j = 1..n+1
+    tail = np.cumsum(inv_sq[::-1])[::-1]  # tail[d] = sum_{j=d+1}^{n+1}
+    block = tail[dist]
+    return block / np.linalg.norm(block)
+
+
+def meta_pattern(side: int) -> np.ndarray:
+    """float32 `(side, side)`: the unit-norm L2 update pattern `eta*` of
+    Eq. (5): rings on the top `side // 2` rows, minus rings on the rest."""
+    top = side // 2
+    eta = np.concatenate([_rings(top, side), -_rings(side - top, side)], 0)
+    return (eta / np.linalg.norm(eta)).astype(np.float32)
+
+
+def _pattern_table(sides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct meta patterns zero-padded into `(levels, S, S)` and the
+    level index `(steps - 1,)` of every iteration."""
+    distinct = sorted(set(int(s) for s in sides)) or [1]
+    big = max(distinct)
+    table = np.zeros((len(distinct), big, big), np.float32)
+    for k, s in enumerate(distinct):
+        table[k, :s, :s] = meta_pattern(s)
+    level = np.array([distinct.index(int(s)) for s in sides], np.int32)
+    return table, level
+
+
+def _sign(shape, key):
+    """+-1 float32 Rademacher draws."""
+    bits = tf.random.stateless_uniform(shape, key, 0, 2, dtype=tf.int32)
+    return tf.cast(2 * bits - 1, tf.float32)
+
+
+def _window(n, side, size, key):
+    """Bool `(n, size)`: per example, `side` consecutive positions starting
+    uniformly in `{0, ..., size - side}`; also returns the starts `(n,)`."""
+    start = tf.random.stateless_uniform([n], key, 0, size - side + 1,
+                                        dtype=tf.int32)
+    pos = tf.range(size)[None, :]
+    return tf.logical_and(pos >= start[:, None],
+                          pos < start[:, None] + side), start
+
+
+def _square_mask(n, side, height, width, keys):
+    """Float `(n, H, W, 1)` window mask and the window corners."""
+    rows, r0 = _window(n, side, height, keys[0])
+    cols, c0 = _window(n, side, width, keys[1])
+    mask = tf.logical_and(rows[:, :, None], cols[:, None, :])
+    return tf.cast(mask[..., None], tf.float32), r0, c0
+
+
+def _linf_init(x, eps, lo, hi, key):
+    """Vertical stripes: one colour in {-eps, eps}^c per column."""
+    shape = tf.shape(x)
+    signs = _sign(tf.stack([shape[0], 1, shape[2], shape[3]]), key)
+    return tf.clip_by_value(x + eps * signs, lo, hi)
+
+
+def _linf_candidate(x, x_best, eps, side, lo, hi, key):
+    """Alg. 2: a random square of x_best set to x +- eps per channel."""
+    shape = tf.shape(x)
+    n, height, width, chans = shape[0], shape[1], shape[2], shape[3]
+    keys = tf.random.experimental.stateless_split(key, 3 + _REDRAWS)
+    mask, _, _ = _square_mask(n, side, height, width, keys)
+    sign_shape = tf.stack([n, 1, 1, chans])
+
+    def changes(signs):
+        window = tf.clip_by_value(x + eps * signs, lo, hi)
+        diff = tf.reduce_sum(tf.abs(window - x_best) * mask, axis=[1, 2, 3])
+        return diff > 1e-7
+
+    signs = _sign(sign_shape, keys[2])
+    for k in range(_REDRAWS):  # redraw squares that would change nothing
+        redraw = _sign(sign_shape, keys[3 + k])
+        signs = _core.select(changes(signs), signs, redraw)
+    signs = _core.select(changes(signs), signs, -signs)
+    delta = tf.where(mask > 0, eps * signs, x_best - x)
+    return tf.clip_by_value(x + delta, lo, hi)
+
+
+def _place(table, level, side, r0, c0, height, width, transpose):
+    """Float `(n, H, W, 1)`: the meta pattern of `side` at each example's
+    window corner `(r0, c0)`, transposed where `transpose`."""
+    eta = table[level]
+    eta = tf.where(transpose[:, None, None], tf.transpose(eta)[None],
+                   eta[None])  # (n, S, S)
+    big = tf.shape(table)[1] - 1
+    li = tf.range(height)[None, :] - r0[:, None]  # (n, H) window-local
+    lj = tf.range(width)[None, :] - c0[:, None]
+    out = tf.gather(eta, tf.clip_by_value(li, 0, big), axis=1,
+                    batch_dims=1)  # (n, H, S)
+    out = tf.gather(out, tf.clip_by_value(lj, 0, big), axis=2,
+                    batch_dims=1)  # (n, H, W)
+    inside = tf.logical_and(
+        tf.logical_and(li >= 0, li < side)[:, :, None],
+        tf.logical_and(lj >= 0, lj < side)[:, None, :])
+    return tf.where(inside, out, 0.0)[..., None]
+
+
+def _l2_init(x, eps, lo, hi, key, dims):
+    """Tiles of side floor(H/5) (at least 1), centred on the image, each
+    with the meta pattern (transposed with probability 1/2) and a random
+    sign per example and channel; scaled to L2 norm eps. `dims` holds the
+    Python ints `(H, W, C)`."""
+    height, width, chans = dims
+    tile = max(min(height, width) // 5, 1)
+    nr, nc = height // tile, width // tile
+    k_sign, k_flip = tf.unstack(
+        tf.random.experimental.stateless_split(key, 2))
+    eta = tf.constant(meta_pattern(tile))
+    flip = tf.random.stateless_uniform([nr, nc], k_flip) < 0.5
+    tiles = tf.where(flip[:, :, None, None], tf.transpose(eta)[None, None],
+                     eta[None, None])  # (nr, nc, t, t)
+    grid = tf.reshape(tf.transpose(tiles, [0, 2, 1, 3]),
+                      [nr * tile, nc * tile])
+    signs = _sign(tf.stack([tf.shape(x)[0], nr, nc, chans]), k_sign)
+    signs = tf.repeat(tf.repeat(signs, tile, axis=1), tile, axis=2)
+    delta = signs * grid[None, :, :, None]
+    top, left = (height - nr * tile) // 2, (width - nc * tile) // 2
+    delta = tf.pad(delta, [[0, 0], [top, height - nr * tile - top],
+                           [left, width - nc * tile - left], [0, 0]])
+    norm = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=[1, 2, 3],
+                                 keepdims=True))
+    return tf.clip_by_value(x + eps * delta / tf.maximum(norm, _TINY),
+                            lo, hi)
+
+
+def _l2_candidate(x, x_best, eps, side, table, level, lo, hi, key):
+    """Alg. 3: move the perturbation mass of W1 u W2 (plus the unused
+    budget) into W1, along the old W1 content plus a signed meta pattern."""
+    shape = tf.shape(x)
+    n, height, width = shape[0], shape[1], shape[2]
+    chans = tf.cast(shape[3], tf.float32)
+    keys = tf.random.experimental.stateless_split(key, 6)
+    m1, r0, c0 = _square_mask(n, side, height, width, keys[0:2])
+    m2, _, _ = _square_mask(n, side, height, width, keys[2:4])
+    union = tf.maximum(m1, m2)
+    nu = x_best - x
+    unused2 = tf.maximum(
+        eps ** 2 - tf.reduce_sum(tf.square(nu), axis=[1, 2, 3],
+                                 keepdims=True), 0.0)
+
+    def window_norm(v):  # per example and channel, (n, 1, 1, C)
+        return tf.sqrt(tf.reduce_sum(tf.square(v), axis=[1, 2],
+                                     keepdims=True))
+
+    old = nu * m1 / (window_norm(nu * m1) + _TINY)
+    transpose = tf.random.stateless_uniform([n], keys[4]) < 0.5
+    eta = _place(table, level, side, r0, c0, height, width, transpose)
+    rho = _sign(tf.stack([n, 1, 1, shape[3]]), keys[5])
+    tmp = rho * eta + old
+    avail = tf.sqrt(tf.square(window_norm(nu * union)) + unused2 / chans)
+    new_w1 = tmp / tf.maximum(window_norm(tmp), _TINY) * avail
+    nu_new = _core.project(nu * (1.0 - union) + new_w1 * m1, eps, "2")
+    return tf.clip_by_value(x + nu_new, lo, hi)
+
+
+def _square_loop(model, x, y, eps, sides, levels, table, seed, lo, hi, dims,
+                 norm, targeted, loss):
+    """Alg. 1 for `len(sides) + 1` queries per example; returns the final
+    `(x_best, attacker_objective, success)` per example. `objective` is the
+    signed loss (larger is better for the attacker)."""
+    base = "ce" if loss == "ce" else "cw"
+    sign = -1.0 if targeted else 1.0
+
+    def evaluate(x_adv, labels):
+        logits = _core.call_model(model, x_adv)
+        obj = sign * _core.per_example_loss(logits, labels, base)
+        return obj, _core.success(logits, labels, targeted)
+
+    init_key = tf.random.experimental.stateless_fold_in(seed, 0)
+    if norm == "inf":
+        x_best = _linf_init(x, eps, lo, hi, init_key)
+    else:
+        x_best = _l2_init(x, eps, lo, hi, init_key, dims)
+    obj, succ = evaluate(x_best, y)
+    for i in tf.range(tf.shape(sides)[0]):
+        idx = tf.where(tf.logical_not(succ))
+        if tf.size(idx) == 0:
+            break
+        x_c = tf.gather_nd(x, idx)
+        xb_c = tf.gather_nd(x_best, idx)
+        key = tf.random.experimental.stateless_fold_in(seed, i + 1)
+        if norm == "inf":
+            x_new = _linf_candidate(x_c, xb_c, eps, sides[i], lo, hi, key)
+        else:
+            x_new = _l2_candidate(x_c, xb_c, eps, sides[i], table,
+                                  levels[i], lo, hi, key)
+        obj_new, succ_new = evaluate(x_new, tf.gather_nd(y, idx))
+        take = obj_new > tf.gather_nd(obj, idx)
+        x_best = tf.tensor_scatter_nd_update(
+            x_best, idx, _core.select(take, x_new, xb_c))
+        obj = tf.tensor_scatter_nd_update(
+            obj, idx, tf.where(take, obj_new, tf.gather_nd(obj, idx)))
+        succ = tf.tensor_scatter_nd_update(
+            succ, idx, tf.where(take, succ_new, tf.gather_nd(succ, idx)))
+    return x_best, obj, succ
+
+
+_LOOP = tf.function(_square_loop, reduce_retracing=True)
+
+
+def _seed_tensor(seed, restart):
+    """int64 `(2,)` stateless seed; a fresh one from the global generator
+    when `seed` is None."""
+    if seed is None:
+        return tf.random.uniform([2], 0, 2 ** 31 - 1, tf.int64)
+    return tf.constant([int(seed), int(restart)], tf.int64)
+
+
+@register_attack("square")
+def square(
+    model: Callable,
+    x: tf.Tensor,
+    y: tf.Tensor | None,
+    *,
+    eps: float,
+    norm: str = "inf",
+    steps: int = 1000,
+    p_init: float | None = None,
+    loss: str | None = None,
+    targeted: bool = False,
+    restarts: int = 1,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    seed: int | None = None,
+) -> tf.Tensor:
+    """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049, Alg. 1-3).
+
+    Score-based: the model is queried for logits only, never differentiated,
+    so it also attacks non-differentiable models (quantised inputs,
+    `tf.stop_gradient`). The model is called inside a `tf.function`.
+
+    Args:
+        model: callable mapping `x` to logits `(batch, classes)`; a Keras
+            model is called with `training=False`. Logits, never
+            probabilities.
+        x: float `(batch, height, width, channels)` in `[clip_min, clip_max]`
+            (default `[0, 1]`). Not modified.
+        y: int `(batch,)`: true labels (untargeted) or target labels
+            (`targeted=True`, required then). None (untargeted only) uses the
+            model's predictions.
+        eps: radius of the ball on the pixel scale of `x`, >= 0.
+        norm: "inf" (Alg. 2) or "2" (Alg. 3).
+        steps: query budget per example and restart, >= 1: one query for the
+            initialisation and `steps - 1` random-search iterations. Examples
+            already adversarial are not queried again.
+        p_init: initial fraction of pixels changed per iteration, in (0, 1].
+            None: 0.8 for L-inf (suited to small images such as MNIST; the
+            paper uses 0.05 on ImageNet) and 0.1 for L2 (the paper's
+            ImageNet L2 value). Halved on the schedule of `p_schedule`.
+        loss: None (default): "margin" untargeted and "ce" targeted, the
+            paper's choices. "margin" (alias "cw"): the logit margin, untargeted
+            `z_y - max_{j != y} z_j`, targeted `max_{j != t} z_j - z_t`; or
+            "ce": cross-entropy (maximised untargeted, minimised targeted; the
+            paper's choice for the targeted attack).
+        targeted: drive the prediction to the target `y`.
+        restarts: independent runs (seeds `(seed, r)`); runs after the first
+            attack only the examples not yet adversarial, and per example the
+            worst case for the model is kept.
+        clip_min, clip_max: the valid box of pixel values.
+        seed: int for reproducible draws; None draws the stateless seeds
+            from the global generator.
+
+    Returns:
+        `x_adv` with the shape and dtype of `x`, inside the box and with
+        `||x_adv - x||_norm <= eps` (float tolerance): per example the
+        accepted point of lowest loss (adversarial ones first across
+        restarts). `eps = 0` returns `x`.
+
+    Raises:
+        ValueError: `norm` not in ("inf", "2"), `loss` not in ("margin",
+            "cw", "ce"), `eps < 0`, `steps < 1`, `restarts < 1`, `p_init`
+            outside (0, 1], `x` outside the box, or `targeted=True` with
+            `y=None`; the message names the value and the accepted ones.
+
+    Example:
+        >>> x_adv = square(model, x, y, eps=0.1, steps=500, seed=0)
+    """
+    if loss is None:
+        loss = "ce" if targeted else "margin"
+    if loss not in SQUARE_LOSSES:
+        raise ValueError(
+            f"loss must be one of {SQUARE_LOSSES}; got {loss!r}")
+    _core.validate(eps=eps, norm=norm, steps=steps, restarts=restarts,
+                   clip_min=clip_min, clip_max=clip_max)
+    if p_init is None:
+        p_init = P_INIT_DEFAULT[norm]
+    if (isinstance(p_init, bool) or not np.isscalar(p_init)
+            or not (np.isfinite(p_init) and 0.0 < p_init <= 1.0)):
+        raise ValueError(f"p_init must be a number in (0, 1]; got {p_init!r}")
+    _core.check_inputs(x, y, clip_min, clip_max)
+    if targeted and y is None:
+        raise ValueError("targeted=True needs the target labels y; got None")
+    x = tf.convert_to_tensor(x)
+    in_dtype = x.dtype
+    if eps == 0:
+        return tf.clip_by_value(x, clip_min, clip_max)
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = _core.default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    dims = tuple(int(d) for d in x.shape[1:])
+    height, width = dims[0], dims[1]
+    sides = side_lengths(float(p_init), int(steps), height, width, norm)
+    table, levels = _pattern_table(sides)
+    args = (_core.as_scalar(eps), tf.constant(sides), tf.constant(levels),
+            tf.constant(table))
+    lo, hi = _core.as_scalar(clip_min), _core.as_scalar(clip_max)
+    best = None
+    for r in range(int(restarts)):
+        seed_r = _seed_tensor(seed, r)
+        if best is None:
+            best = _LOOP(model, x32, y, *args, seed_r, lo, hi, dims, norm,
+                         bool(targeted), loss)
+            continue
+        idx = tf.where(tf.logical_not(best[2]))
+        if int(tf.size(idx)) == 0:
+            break
+        run = _LOOP(model, tf.gather_nd(x32, idx), tf.gather_nd(y, idx),
+                    *args, seed_r, lo, hi, dims, norm, bool(targeted), loss)
+        old = [tf.gather_nd(b, idx) for b in best]
+        worse = _core.better(run[2], run[1], old[2], old[1])
+        best = tuple(
+            tf.tensor_scatter_nd_update(
+                b, idx, _core.select(worse, new, prev))
+            for b, new, prev in zip(best, run, old))
+    return tf.cast(best[0], in_dtype)
