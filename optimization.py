@@ -8,7 +8,7 @@ import keras
 import ml_collections
 
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "cosine", "piecewise")
+SCHEDULES = ("constant", "cosine", "piecewise", "cyclic")
 # Weight decay applies to kernels only (Xie et al. 2019 / Goyal et al. 2017,
 # arXiv 1706.02677): never to BatchNorm gamma/beta or biases.
 _NO_DECAY = ["gamma", "beta", "bias"]
@@ -25,7 +25,11 @@ def build_schedule(opt: ml_collections.ConfigDict,
     "constant": `opt.learning_rate` throughout. "cosine": linear warmup over
     `sched.warmup_epochs` then cosine decay to 0 over the rest (Loshchilov &
     Hutter 2017, arXiv 1608.03983). "piecewise": multiply by
-    `sched.decay_factor` at each of `sched.boundaries_epochs`.
+    `sched.decay_factor` at each of `sched.boundaries_epochs`. "cyclic":
+    one triangle, linear from 0 up to `opt.learning_rate` at
+    `sched.peak_fraction` of training and back down to 0 (Smith & Topin
+    2017, arXiv 1708.07120; the schedule of Wong et al. 2020, arXiv
+    2001.03994, Sec. 5.1, with the peak at 2/5).
 
     Raises:
         ValueError: unknown schedule name (lists `SCHEDULES`), or a warmup
@@ -42,6 +46,8 @@ def build_schedule(opt: ml_collections.ConfigDict,
                          f"'cosine' schedule only; got {sched.name!r}")
     if sched.name == "constant":
         return lr
+    if sched.name == "cyclic":
+        return CyclicLR(lr, total, float(sched.peak_fraction))
     if sched.name == "cosine":
         return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0 if warmup else lr,
@@ -74,3 +80,39 @@ def build_optimizer(opt: ml_collections.ConfigDict,
     if wd:
         optimizer.exclude_from_weight_decay(var_names=_NO_DECAY)
     return optimizer
+
+
+@keras.saving.register_keras_serializable(package="robust_recipes")
+class CyclicLR(Schedule):
+    """One triangular cycle: 0 -> `max_lr` (at `peak_fraction * total_steps`)
+    -> 0 at `total_steps`, linear in the optimizer step (float32 scalar).
+
+    Raises:
+        ValueError: `max_lr <= 0`, `total_steps < 1` or `peak_fraction`
+            outside (0, 1).
+    """
+
+    def __init__(self, max_lr: float, total_steps: int,
+                 peak_fraction: float = 0.4):
+        if not max_lr > 0:
+            raise ValueError(f"max_lr must be > 0; got {max_lr!r}")
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1; got {total_steps!r}")
+        if not 0.0 < peak_fraction < 1.0:
+            raise ValueError("schedule.peak_fraction must be in (0, 1); got "
+                             f"{peak_fraction!r}")
+        self.max_lr = float(max_lr)
+        self.total_steps = int(total_steps)
+        self.peak_fraction = float(peak_fraction)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        peak = self.peak_fraction * self.total_steps
+        up = step / peak
+        down = (self.total_steps - step) / (self.total_steps - peak)
+        return self.max_lr * keras.ops.clip(keras.ops.minimum(up, down),
+                                            0.0, 1.0)
+
+    def get_config(self):
+        return {"max_lr": self.max_lr, "total_steps": self.total_steps,
+                "peak_fraction": self.peak_fraction}

@@ -86,6 +86,7 @@ def main(argv):
     import models
     import optimization
     from callbacks import build_callbacks
+    from catastrophic_overfitting import CatastrophicOverfittingStop
     from trainer import AdversarialTrainer, classification_loss
 
     # ---------------------------------------------------------------- setup
@@ -140,16 +141,28 @@ def main(argv):
     net.summary(print_fn=logging.info)
 
     # ------------------------------------------------------------------ fit
+    callbacks = build_callbacks(workdir, cfg.train.backup_every_steps)
+    overfit = None
+    if cfg.train.overfit_check is not None:  # Wong et al. 2020 early stop
+        check = cfg.train.overfit_check
+        x_chk, y_chk = next(iter(data.get_dataset(
+            cfg.data.name, "train", batch_size=check.examples,
+            num_examples=check.examples, **common)))
+        overfit = CatastrophicOverfittingStop(
+            x_chk.numpy(), y_chk.numpy(), check.attack.to_dict(),
+            check.max_drop)
+        callbacks.insert(0, overfit)  # restores weights before checkpoints
     start = time.time()
     history = model.fit(
         ds_train, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=ds_eval, shuffle=False,
-        callbacks=build_callbacks(workdir, cfg.train.backup_every_steps),
+        validation_data=ds_eval, shuffle=False, callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2)
 
     # ----------------------------------------------------------------- save
     last = {k: v[-1] for k, v in history.history.items() if v}
-    if model.stop_training or not all(map(math.isfinite, last.values())):
+    stopped_early = overfit is not None and overfit.stopped_epoch is not None
+    if ((model.stop_training and not stopped_early)
+            or not all(map(math.isfinite, last.values()))):
         raise FloatingPointError(
             f"training stopped on a non-finite loss ({last}); the last good "
             f"state is in {workdir / 'checkpoints'} and {workdir / 'backup'}")
@@ -157,6 +170,7 @@ def main(argv):
     (workdir / "train_summary.json").write_text(json.dumps(
         {"epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch,
          "replicas": replicas, "fit_seconds": round(time.time() - start, 1),
+         "stopped_early_epoch": overfit.stopped_epoch if overfit else None,
          "final_logs": last}, indent=2))
     logging.info("saved %s", workdir / "model.keras")
     print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")

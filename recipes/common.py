@@ -46,8 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
         "nesterov": False, "weight_decay": 0.0,
     })
     c.schedule = ml_collections.ConfigDict({
-        "name": "constant",  # constant | cosine | piecewise
+        "name": "constant",  # constant | cosine | piecewise | cyclic
         "warmup_epochs": 0,
+        "peak_fraction": 0.4,  # cyclic only: where the triangle peaks
         "boundaries_epochs": (),
         "decay_factor": 0.1,
     })
@@ -58,6 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
         "label_smoothing": 0.0,
         "seed": 0,
         "backup_every_steps": 100,
+        # Early stop on catastrophic overfitting (Wong et al. 2020): None,
+        # or {"examples", "attack", "max_drop"}; see overfit_check().
+        "overfit_check": None,
     })
     c.eval = ml_collections.ConfigDict({
         "batch_size": 500,
@@ -81,6 +85,17 @@ def pgd(*, eps: float, step_size: float, steps: int, norm: str = "inf",
     })
 
 
+def overfit_check(*, attack: ml_collections.ConfigDict, examples: int = 500,
+                  max_drop: float = 0.2) -> ml_collections.ConfigDict:
+    """A `train.overfit_check` section: PGD accuracy on the first `examples`
+    training images at each epoch end; a drop of more than `max_drop` below
+    the best restores that best epoch and stops (Wong et al. 2020, arXiv
+    2001.03994, Sec. 5.3)."""
+    return ml_collections.ConfigDict({
+        "examples": int(examples), "attack": attack,
+        "max_drop": float(max_drop)})
+
+
 def fmnist_smoke(c: ml_collections.ConfigDict) -> None:
     """Shrinks `c` for smoke tests: a few hundred real Fashion-MNIST
     images, 3 steps, 2 attack steps; the recipe shrinks its own model."""
@@ -94,5 +109,8 @@ def fmnist_smoke(c: ml_collections.ConfigDict) -> None:
     c.eval.batch_size = 32
     c.eval.num_examples = 64
     c.eval.attack.steps = 2
-    if c.attack is not None:
+    if c.attack is not None and "steps" in c.attack:
         c.attack.steps = 2
+    if c.train.overfit_check is not None:
+        c.train.overfit_check.examples = 32
+        c.train.overfit_check.attack.steps = 2

@@ -19,8 +19,9 @@ def test_recipe_loads_and_locks(name, arg):
         cfg.train.epochz = 3
     assert cfg.data.global_batch_size > 0
     assert cfg.eval.attack.eps > 0
-    if cfg.attack is not None:
-        assert 0 < cfg.attack.step_size <= cfg.attack.eps
+    if cfg.attack is not None and "step_size" in cfg.attack:
+        # <= 1.25 eps: the FGSM-RS step of Wong et al. 2020
+        assert 0 < cfg.attack.step_size <= 1.25 * cfg.attack.eps + 1e-9
     module = __import__(f"recipes.{name}", fromlist=["x"])
     doc = module.__doc__
     assert "arXiv" in doc and f"--recipe={name}" in doc
