@@ -83,11 +83,6 @@ def main(argv):
     import keras
 
     import data
-    import models
-    import optimization
-    from callbacks import build_callbacks
-    from catastrophic_overfitting import CatastrophicOverfittingStop
-    from trainer import AdversarialTrainer, classification_loss
 
     # ---------------------------------------------------------------- setup
     logging.info("recipe:\n%s", cfg)
@@ -118,9 +113,68 @@ def main(argv):
     ds_eval = data.get_dataset(
         cfg.data.name, "test", batch_size=batch, drop_remainder=True,
         num_examples=cfg.data.num_eval_examples, **common)
-    x_spec = ds_train.element_spec[0]
+
+    # ----------------------------------------------------------- stage(s)
+    # Defensive distillation trains a teacher first, in <workdir>/teacher
+    # (reused, not retrained, when a resumed run finds it finished).
+    teacher = None
+    if cfg.train.method == "distillation":
+        teacher_dir = workdir / "teacher"
+        if (teacher_dir / "model.keras").exists():
+            with strategy.scope():
+                teacher = keras.saving.load_model(teacher_dir / "model.keras")
+        else:
+            prepare_workdir(teacher_dir, cfg.to_json_best_effort(
+                indent=2, sort_keys=True))
+            teacher = fit_stage(cfg, teacher_dir, strategy, ds_train, ds_eval,
+                                info, steps_per_epoch, teacher=None)
+    fit_stage(cfg, workdir, strategy, ds_train, ds_eval, info,
+              steps_per_epoch, teacher=teacher)
+    print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
+
+
+def build_trainer(cfg, net, teacher):
+    """The training method of `cfg.train.method` around `net`: the keras
+    Model that fit() trains, its loss and its metrics.
+
+    Raises:
+        ValueError: unknown method (lists `METHODS`).
+    """
+    import keras
+
+    from distillation import DistillationTrainer, SoftTargetCrossentropy
+    from trainer import AdversarialTrainer, classification_loss
+
+    method = cfg.train.method
+    if method == "adversarial":  # natural training when cfg.attack is None
+        return (AdversarialTrainer(
+            net, attack=None if cfg.attack is None else cfg.attack.to_dict(),
+            alpha=cfg.train.alpha),
+            classification_loss(cfg.train.label_smoothing), ["accuracy"])
+    if method == "distillation":
+        return (DistillationTrainer(net, cfg.train.temperature, teacher),
+                SoftTargetCrossentropy(cfg.train.temperature),
+                [keras.metrics.CategoricalAccuracy(name="accuracy")])
+    raise ValueError(f"train.method must be one of {METHODS}; got "
+                     f"{method!r}")
+
+
+METHODS = ("adversarial", "distillation")
+
+
+def fit_stage(cfg, workdir, strategy, ds_train, ds_eval, info,
+              steps_per_epoch, teacher):
+    """Builds, trains and saves one network in `workdir`; returns it."""
+    import keras
+
+    import models
+    import optimization
+    from callbacks import build_callbacks
+    from catastrophic_overfitting import CatastrophicOverfittingStop
+    import data
 
     # ---------------------------------------------------------------- model
+    x_spec = ds_train.element_spec[0]
     channels = x_spec.shape[-1]
     stats = {k: tuple(v) * (channels // len(v)) for k, v in
              (("mean", info.mean), ("std", info.std))}
@@ -129,15 +183,12 @@ def main(argv):
             cfg.model.name, num_classes=info.num_classes,
             input_shape=tuple(x_spec.shape[1:]),
             **{**stats, **cfg.model.kwargs.to_dict()})
-        model = AdversarialTrainer(
-            net, attack=None if cfg.attack is None else cfg.attack.to_dict(),
-            alpha=cfg.train.alpha)
+        model, loss, metrics = build_trainer(cfg, net, teacher)
         model.build(x_spec.shape)
         model.compile(
             optimizer=optimization.build_optimizer(
                 cfg.optimizer, cfg.schedule, steps_per_epoch, cfg.train.epochs),
-            loss=classification_loss(cfg.train.label_smoothing),
-            metrics=["accuracy"], jit_compile=cfg.runtime.jit_compile)
+            loss=loss, metrics=metrics, jit_compile=cfg.runtime.jit_compile)
     net.summary(print_fn=logging.info)
 
     # ------------------------------------------------------------------ fit
@@ -147,7 +198,8 @@ def main(argv):
         check = cfg.train.overfit_check
         x_chk, y_chk = next(iter(data.get_dataset(
             cfg.data.name, "train", batch_size=check.examples,
-            num_examples=check.examples, **common)))
+            num_examples=check.examples, data_dir=cfg.data.data_dir,
+            image_size=cfg.data.image_size, channels=cfg.data.channels)))
         overfit = CatastrophicOverfittingStop(
             x_chk.numpy(), y_chk.numpy(), check.attack.to_dict(),
             check.max_drop)
@@ -169,12 +221,12 @@ def main(argv):
     net.save(workdir / "model.keras")
     (workdir / "train_summary.json").write_text(json.dumps(
         {"epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch,
-         "replicas": replicas, "fit_seconds": round(time.time() - start, 1),
+         "replicas": strategy.num_replicas_in_sync,
+         "fit_seconds": round(time.time() - start, 1),
          "stopped_early_epoch": overfit.stopped_epoch if overfit else None,
          "final_logs": last}, indent=2))
     logging.info("saved %s", workdir / "model.keras")
-    print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
-
+    return net
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["recipe", "workdir"])

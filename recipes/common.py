@@ -53,6 +53,10 @@ def base_config() -> ml_collections.ConfigDict:
         "decay_factor": 0.1,
     })
     c.train = ml_collections.ConfigDict({
+        # "adversarial" (AdversarialTrainer; natural when attack is None) or
+        # "distillation" (teacher then student at `temperature`).
+        "method": "adversarial",
+        "temperature": 1.0,
         "epochs": 1,
         "steps_per_epoch": ml_collections.FieldReference(None, int),
         "alpha": 0.0,  # clean-loss weight, Goodfellow et al. 2015 Eq. 6

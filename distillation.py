@@ -1,0 +1,127 @@
+"""Defensive distillation (Papernot, McDaniel, Wu, Jha, Swami 2016,
+"Distillation as a Defense to Adversarial Perturbations against Deep Neural
+Networks", arXiv 1511.04508, Sec. IV).
+
+Two stages at a temperature T (T = 100 in the paper's Table / Sec. V):
+1. the teacher is trained on the hard labels with softmax(z / T);
+2. the student (same architecture) is trained with softmax(z / T) on the
+   teacher's soft labels softmax(z_teacher(x) / T);
+at test time the student is used at T = 1, i.e. its raw logits z. Its logits
+are then ~T times larger than a normally trained network's, the softmax
+saturates, and cross-entropy gradients vanish: FGSM/PGD on the CE loss fail,
+while attacks on the logits (C&W, Carlini & Wagner 2016, arXiv 1607.04311)
+succeed. The model stores plain logits; T lives only in the training loss.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="robust_recipes")
+class SoftTargetCrossentropy(keras.losses.Loss):
+    """Cross-entropy between target probabilities `y_true` (batch, classes)
+    and softmax(`y_pred` / T), `y_pred` logits (batch, classes), per example.
+    Integer labels `y_true` of shape (batch,) or (batch, 1) are taken as
+    one-hot (Keras builds the compiled loss once on the raw labels).
+
+    Raises:
+        ValueError: `temperature <= 0`.
+    """
+
+    def __init__(self, temperature: float = 1.0,
+                 name: str = "soft_target_ce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature!r}")
+        self.temperature = float(temperature)
+
+    def call(self, y_true, y_pred):
+        logits = tf.cast(y_pred, tf.float32) / self.temperature
+        if y_true.shape.rank == 1 or (y_true.shape[-1] == 1
+                                      and logits.shape[-1] != 1):
+            y_true = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32),
+                                tf.shape(logits)[-1])
+        return tf.nn.softmax_cross_entropy_with_logits(
+            tf.cast(y_true, tf.float32), logits)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="robust_recipes")
+class DistillationTrainer(keras.Model):
+    """Trains `net` at temperature T on one-hot labels (teacher stage,
+    `teacher=None`) or on the teacher's soft labels at T (student stage).
+
+    Compile it with `SoftTargetCrossentropy(T)` and
+    `keras.metrics.CategoricalAccuracy`: every step hands the stock Keras
+    step targets of shape (batch, classes). Validation (`test_step`) always
+    uses the one-hot true labels, so `val_accuracy` is the usual accuracy.
+
+    Args:
+        net: a `keras.Model` from float32 images `(batch, H, W, C)` in
+            `[0, 1]` to logits `(batch, classes)`.
+        temperature: T > 0 (Papernot et al. use 100).
+        teacher: None, or the trained teacher `keras.Model` (frozen, called
+            with `training=False`).
+
+    Raises:
+        ValueError: `temperature <= 0`.
+    """
+
+    def __init__(self, net: keras.Model, temperature: float = 100.0,
+                 teacher: keras.Model | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature!r}")
+        self.net = net
+        self.temperature = float(temperature)
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.trainable = False
+
+    def call(self, x, training=False):
+        return self.net(x, training=training)
+
+    def build(self, input_shape):
+        self.net.build(input_shape)
+        self.built = True
+
+    def _one_hot(self, y):
+        classes = self.net.output_shape[-1]
+        return tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), classes)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self.teacher is None:
+            target = self._one_hot(y)
+        else:
+            z = tf.cast(self.teacher(x, training=False), tf.float32)
+            target = tf.stop_gradient(tf.nn.softmax(z / self.temperature))
+        return super().train_step(
+            keras.utils.pack_x_y_sample_weight(x, target, sample_weight))
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        return super().test_step(keras.utils.pack_x_y_sample_weight(
+            x, self._one_hot(y), sample_weight))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "net": keras.saving.serialize_keras_object(self.net),
+            "temperature": self.temperature,
+            "teacher": None if self.teacher is None else
+            keras.saving.serialize_keras_object(self.teacher),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["net"] = keras.saving.deserialize_keras_object(config["net"])
+        if config.get("teacher") is not None:
+            config["teacher"] = keras.saving.deserialize_keras_object(
+                config["teacher"])
+        return cls(**config)
