@@ -86,7 +86,8 @@ class DistillationTrainer(keras.Model):
         return self.net(x, training=training)
 
     def build(self, input_shape):
-        self.net.build(input_shape)
+        if not self.net.built:
+            self.net.build(input_shape)
         self.built = True
 
     def _one_hot(self, y):
