@@ -67,6 +67,10 @@ def _attack_config(cfg: dict) -> dict:
         # Another attack keeps only the recipe's budget; its own settings
         # come from flags (e.g. FGSM takes no steps or step size).
         attack = {"name": _ATTACK.value, "eps": attack["eps"]}
+        if not _needs_eps(_ATTACK.value):
+            # Minimum-norm attacks (C&W, DeepFool, L-BFGS ...) have no ball;
+            # eps there would project onto an L2 ball, so only --eps sets it.
+            del attack["eps"]
     overrides = {"name": _ATTACK.value, "eps": _EPS.value,
                  "step_size": _STEP_SIZE.value, "steps": _STEPS.value,
                  "norm": _NORM.value, "restarts": _RESTARTS.value,
@@ -77,6 +81,20 @@ def _attack_config(cfg: dict) -> dict:
         raise app.UsageError(f"set {missing} with flags (no recipe config)")
     attack["seed"] = _SEED.value
     return attack
+
+
+def _needs_eps(name: str) -> bool:
+    """Whether attack `name` is a fixed-budget one (a required `eps`)."""
+    import inspect
+
+    import attacks
+
+    try:
+        param = inspect.signature(attacks.get_attack(name)).parameters.get(
+            "eps")
+    except KeyError as e:
+        raise app.UsageError(e.args[0])
+    return param is not None and param.default is inspect.Parameter.empty
 
 
 def _report_path(report_dir: pathlib.Path, label: str) -> pathlib.Path:
@@ -126,7 +144,7 @@ def main(argv):
         model, ds, attacks.from_config(attack),
         num_classes=data.get_info(dataset_name).num_classes,
         targeted=targeted, strategy=strategy, seed=_SEED.value,
-        steps=-(-total // batch))
+        steps=-(-total // batch), eager=attack["name"] in attacks.EAGER_ONLY)
     label = attack_label(attack)
     report = {"model": str(model_path), "dataset": dataset_name,
               "split": "test", "attack": attack, **result,

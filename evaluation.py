@@ -43,7 +43,7 @@ def robust_accuracy(model: keras.Model, dataset: tf.data.Dataset,
                     num_classes: int, targeted: bool = False,
                     strategy: tf.distribute.Strategy | None = None,
                     seed: int = 0, steps: int | None = None,
-                    verbose: int = 1) -> dict[str, Any]:
+                    verbose: int = 1, eager: bool = False) -> dict[str, Any]:
     """Runs `attack_fn(model, x, y)` over `dataset` and counts.
 
     Args:
@@ -58,6 +58,8 @@ def robust_accuracy(model: keras.Model, dataset: tf.data.Dataset,
         seed: seed of the random targets.
         steps: number of batches, for a progress bar; None if unknown.
         verbose: 1 shows a Keras progress bar.
+        eager: run each batch eagerly instead of in a `tf.function`; needed
+            by the attacks of `attacks.EAGER_ONLY` (host-side loops).
 
     Returns:
         dict with `n`, `clean_acc`, `robust_acc`, `attack_success_rate`
@@ -67,7 +69,6 @@ def robust_accuracy(model: keras.Model, dataset: tf.data.Dataset,
     strategy = strategy or tf.distribute.get_strategy()
     dist = strategy.experimental_distribute_dataset(dataset)
 
-    @tf.function
     def step(batch, index):
         def replica(x, y):
             seed_pair = tf.stack([tf.constant(seed, tf.int32), index])
@@ -81,6 +82,8 @@ def robust_accuracy(model: keras.Model, dataset: tf.data.Dataset,
                 if k.startswith("max") else strategy.reduce("SUM", v, None)
                 for k, v in out.items()}
 
+    if not eager:
+        step = tf.function(step)
     totals = {"n": 0, "clean_correct": 0, "robust_correct": 0,
               "target_hit": 0, "max_linf": 0.0, "max_l2": 0.0}
     bar = keras.utils.Progbar(steps, verbose=verbose, unit_name="batch")
@@ -103,10 +106,14 @@ def robust_accuracy(model: keras.Model, dataset: tf.data.Dataset,
 
 
 def attack_label(attack: dict) -> str:
-    """A short name of a threat model, e.g. "pgd-20_linf_eps0.1000", with
+    """A short name of a threat model, e.g. "pgd-20_linf_eps0.1000" (or
+    "cw_l2-50_min-norm" for a minimum-norm attack without eps), with
     "_cw-loss", "_5restarts" and "_targeted" suffixes where they apply."""
-    norm = "linf" if attack.get("norm", "inf") == "inf" else "l2"
     steps = f"-{attack['steps']}" if "steps" in attack else ""
+    if attack.get("eps") is None:  # minimum-norm attack, no ball
+        return f"{attack['name']}{steps}_min-norm" + (
+            "_targeted" if attack.get("targeted") else "")
+    norm = "linf" if attack.get("norm", "inf") == "inf" else "l2"
     tgt = "_targeted" if attack.get("targeted") else ""
     loss = "_cw-loss" if attack.get("loss") == "cw" else ""
     restarts = attack.get("restarts", 1)

@@ -36,8 +36,15 @@ __all__ = [
     "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l0", "cw_l2", "cw_linf",
     "deepfool", "eot", "fgm", "fgsm", "from_config", "get_attack", "illc",
     "lbfgs", "list_attacks", "mi_fgsm", "one_pixel", "pgd", "rfgsm", "spsa",
-    "square", "transfer",
+    "square", "transfer", "EAGER_ONLY",
 ]
+
+# Attacks whose outer loop runs on the host (NumPy binary searches over c,
+# SciPy's L-BFGS-B, the differential evolution's bookkeeping): they must be
+# called eagerly, not inside a `tf.function` (their inner loops are still
+# compiled). Every other attack can be traced into a graph, e.g. a training
+# step; `evaluation.robust_accuracy(eager=True)` runs these.
+EAGER_ONLY = frozenset({"cw_l2", "cw_linf", "cw_l0", "lbfgs", "one_pixel"})
 
 
 def get_attack(name: str) -> Callable[..., Any]:

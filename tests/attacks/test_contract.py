@@ -128,3 +128,18 @@ def test_x_outside_the_box_is_refused(name):
     x[0, 0, 0, 0] = 1.5
     with pytest.raises(ValueError, match=r"clip_min|\[0"):
         attacks.get_attack(name)(LIN, x, y, **_kwargs(name))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED - attacks.EAGER_ONLY))
+def test_graph_attacks_trace_into_a_tf_function(name):
+    """All but `attacks.EAGER_ONLY` run inside a tf.function (as in a
+    training step), with the same result as eagerly for deterministic
+    settings."""
+    import tensorflow as tf
+
+    x, y = LIN.inputs(4)
+    fn = attacks.get_attack(name)
+    graph = tf.function(lambda a, b: fn(LIN, a, b, **_kwargs(name)))
+    out = graph(tf.constant(x), tf.constant(y)).numpy()
+    assert out.shape == x.shape
+    assert out.min() >= 0.0 and out.max() <= 1.0
