@@ -36,9 +36,24 @@ def _attack_name(a: dict) -> str:
     return name + (f" ({', '.join(extras)})" if extras else "")
 
 
+def _min_norm(reports: list[dict]) -> str:
+    """Minimum-norm attacks (no eps: C&W ...): their success rate on the
+    correctly classified images, outside the eps threat model."""
+    out = []
+    for r in reports:
+        success = 1.0 - r["robust_acc"] / max(r["clean_acc"], 1e-12)
+        out.append(f"{_attack_name(r['attack'])} (min-norm, first {r['n']}):"
+                   f" {100 * success:.1f}% success, max L2 "
+                   f"{r['max_l2']:.2f}")
+    return "; ".join(out)
+
+
 def _row(folder: pathlib.Path) -> str:
     run = json.loads((folder / "run.json").read_text())
-    reports = [r for r in _reports(folder) if not r["attack"].get("targeted")]
+    every = [r for r in _reports(folder) if not r["attack"].get("targeted")]
+    reports = [r for r in every if r["attack"].get("eps") is not None]
+    min_norm = _min_norm([r for r in every
+                          if r["attack"].get("eps") is None])
     full = [r for r in reports if r["n"] == run["test_examples"]]
     main = full[0]
     a = main["attack"]
@@ -46,7 +61,7 @@ def _row(folder: pathlib.Path) -> str:
     attacks = "; ".join(
         f"{_attack_name(r['attack'])}: {100 * r['robust_acc']:.2f}"
         + ("" if r["n"] == run["test_examples"] else f" (first {r['n']})")
-        for r in reports)
+        for r in reports) + (f"; {min_norm}" if min_norm else "")
     worst = min(reports, key=lambda r: r["robust_acc"])
     return (f"| `{folder.name}` | `{run['command']}` | {norm}, eps "
             f"{a['eps']:g} ({255 * a['eps']:.1f}/255), untargeted | "
