@@ -1,0 +1,468 @@
+r"""PGD-k throughput of our attack against peer libraries, in one process.
+
+For one model and one batch, times the same L-inf PGD-k attack (BIM form:
+no random start, for every implementation, so that all do identical work and
+their outputs can be compared) in:
+  - ours: `attacks.pgd`, with and without `jit_compile`;
+  - ART 1.x: `ProjectedGradientDescent` on a `TensorFlowV2Classifier`;
+  - cleverhans 4 (tf2): `projected_gradient_descent` inside a `tf.function`,
+    with and without `jit_compile`;
+  - foolbox 3: `LinfPGD(random_start=False)`;
+  - "the limit", with and without `jit_compile`: (a) `grads`: k calls of a
+    compiled function returning the cross-entropy gradient wrt x (the k
+    forward + backward passes PGD cannot avoid, plus k dispatches); (b)
+    `loop`: one compiled function with a k-iteration loop of gradient, sign
+    step, projection onto the eps-ball and the box (bare PGD: no best-iterate
+    bookkeeping, no final evaluation, no validation).
+
+    python benchmarks/attacks.py --model=madry_cnn --batch_size=100
+    python benchmarks/attacks.py --model=resnet20 --repeats=3
+
+Each method runs once as a warm-up (tracing, XLA compilation; excluded), then
+--repeats timed calls, interleaved round-robin across methods so that load
+from other processes hits all of them alike; the median is reported as
+images per second (batch / seconds per attack call). A peer that fails is
+recorded with its error text and skipped. Results go to
+benchmarks/results/attacks_<model>.json unless --output says otherwise.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import importlib.metadata  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import attacks  # noqa: E402
+import models  # noqa: E402
+
+_MODEL = flags.DEFINE_string("model", "madry_cnn", "Registered model name.")
+_WIDTH = flags.DEFINE_integer("width", None, "Model width override.")
+_SIZE = flags.DEFINE_integer(
+    "input_size", None, "Input height and width (default: 28 for "
+    "madry_cnn, else 32).")
+_CHANNELS = flags.DEFINE_integer(
+    "channels", None, "Input channels (default: 1 for madry_cnn, else 3).")
+_BATCH = flags.DEFINE_integer("batch_size", 100, "Batch size.")
+_STEPS = flags.DEFINE_integer("steps", 20, "PGD iterations k.")
+_EPS = flags.DEFINE_float(
+    "eps", None, "L-inf eps (default 0.1 for 28x28x1, else 8/255).")
+_STEP_SIZE = flags.DEFINE_float(
+    "step_size", None, "Step size (default eps / 10).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls (median taken).")
+_TRAIN = flags.DEFINE_integer(
+    "train_examples", 10000, "For 28x28x1 inputs: train the model for one "
+    "epoch on this many Fashion-MNIST training images and attack real test "
+    "images (0: untrained weights). Other shapes use untrained weights and "
+    "uniform random images; speed does not depend on the weights.")
+_ONLY = flags.DEFINE_list(
+    "only", None, "Run only these methods (names as in the table).")
+_OP_PROFILE = flags.DEFINE_bool(
+    "op_profile", True, "After timing, profile one call of each method with "
+    "the TensorFlow profiler and record its busiest op types (shows which "
+    "kernels ran, e.g. oneDNN vs Eigen MaxPoolGrad).")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "JSON path (default benchmarks/results/"
+    "attacks_<model>.json).")
+
+PEER_PACKAGES = {"art": "adversarial-robustness-toolbox",
+                 "foolbox": "foolbox", "cleverhans": "cleverhans"}
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _device():
+    gpus = tf.config.list_physical_devices("GPU")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    names = [tf.config.experimental.get_device_details(g).get("device_name",
+                                                            g.name)
+             for g in gpus]
+    return (f"{cpu}, {os.cpu_count()} cores"
+            + (f", GPUs: {', '.join(names)}" if gpus else ", no GPU"))
+
+
+def _data(shape, batch):
+    """(model, x, y, description) for the benchmark."""
+    keras.utils.set_random_seed(0)
+    net = models.create_model(_MODEL.value, num_classes=10, input_shape=shape,
+                              width=_WIDTH.value)
+    if tuple(shape) == (28, 28, 1):
+        from data.fashion_mnist import load_fashion_mnist
+
+        x, y = load_fashion_mnist("test")
+        x = x[:batch, ..., None].astype("float32") / 255.0
+        y = y[:batch].astype("int32")
+        n = _TRAIN.value
+        if n > 0:
+            xt, yt = load_fashion_mnist("train")
+            net.compile(optimizer=keras.optimizers.Adam(1e-3),
+                        loss=keras.losses.SparseCategoricalCrossentropy(
+                            from_logits=True))
+            net.fit(xt[:n, ..., None].astype("float32") / 255.0,
+                    yt[:n].astype("int32"), batch_size=100, epochs=1,
+                    verbose=0)
+        what = (f"Fashion-MNIST test images; weights trained 1 epoch on {n} "
+                "training images" if n > 0 else
+                "Fashion-MNIST test images; untrained weights")
+        return net, x, y, what
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch, *shape)).astype("float32")
+    y = rng.integers(0, 10, batch).astype("int32")
+    return net, x, y, "uniform random images; untrained weights"
+
+
+def _methods(model, x, y, eps, step, k):
+    """Name -> (library, builder); a builder returns a zero-argument callable
+    that runs the whole attack and returns x_adv (numpy or tensor)."""
+    xt, yt = tf.constant(x), tf.constant(y)
+    y64 = tf.constant(y, tf.int64)
+
+    def infer(v):
+        return model(v, training=False)
+
+    def ours(jit):
+        def run():
+            return attacks.pgd(model, xt, yt, eps=eps, step_size=step,
+                               steps=k, rand_init=False, jit_compile=jit)
+        return run
+
+    def art():
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.estimators.classification import TensorFlowV2Classifier
+
+        clf = TensorFlowV2Classifier(
+            model=model, nb_classes=10, input_shape=x.shape[1:],
+            loss_object=tf.keras.losses.CategoricalCrossentropy(
+                from_logits=True),
+            clip_values=(0.0, 1.0))
+        attack = ProjectedGradientDescent(
+            clf, norm=np.inf, eps=eps, eps_step=step, max_iter=k,
+            targeted=False, num_random_init=0, batch_size=len(x),
+            verbose=False)
+        return lambda: attack.generate(x, y=y)
+
+    def cleverhans(jit):
+        from cleverhans.tf2.attacks.projected_gradient_descent import (
+            projected_gradient_descent)
+
+        @tf.function(jit_compile=jit)
+        def run(xx, yy):
+            return projected_gradient_descent(
+                infer, xx, eps, step, k, np.inf, clip_min=0.0, clip_max=1.0,
+                y=yy, targeted=False, rand_init=False, sanity_checks=False)
+        return lambda: run(xt, yt)
+
+    def foolbox():
+        import foolbox as fb
+
+        # foolbox 3.3.4 (through eagerpy) calls np.find_common_type, removed
+        # in NumPy 2.0; same promotion through np.result_type. Benchmark
+        # process only.
+        if not hasattr(np, "find_common_type"):
+            np.find_common_type = lambda a, s: np.result_type(*a, *s)
+        fmodel = fb.TensorFlowModel(infer, bounds=(0.0, 1.0))
+        attack = fb.attacks.LinfPGD(abs_stepsize=step, steps=k,
+                                    random_start=False)
+
+        def run():
+            _, clipped, _ = attack(fmodel, xt, y64, epsilons=eps)
+            return clipped
+        return run
+
+    def grad_fn(jit):
+        @tf.function(jit_compile=jit)
+        def grad(xx, yy):
+            with tf.GradientTape() as tape:
+                tape.watch(xx)
+                loss = tf.reduce_sum(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        yy, infer(xx)))
+            return tape.gradient(loss, xx)
+        return grad
+
+    def limit_grads(jit):
+        grad = grad_fn(jit)
+
+        def run():
+            for _ in range(k):
+                g = grad(xt, yt)
+            return g
+        return run
+
+    def limit_loop(jit):
+        @tf.function(jit_compile=jit)
+        def run(x0, yy):
+            x_adv = x0
+            for _ in tf.range(k):
+                with tf.GradientTape() as tape:
+                    tape.watch(x_adv)
+                    loss = tf.reduce_sum(
+                        tf.nn.sparse_softmax_cross_entropy_with_logits(
+                            yy, infer(x_adv)))
+                g = tape.gradient(loss, x_adv)
+                x_adv = x_adv + step * tf.sign(g)
+                x_adv = tf.clip_by_value(
+                    x0 + tf.clip_by_value(x_adv - x0, -eps, eps), 0.0, 1.0)
+            return x_adv
+        return lambda: run(xt, yt)
+
+    return {
+        "ours": ("ours", lambda: ours(False)),
+        "ours_xla": ("ours", lambda: ours(True)),
+        "art": ("art", art),
+        "cleverhans_tffunc": ("cleverhans", lambda: cleverhans(False)),
+        "cleverhans_tffunc_xla": ("cleverhans", lambda: cleverhans(True)),
+        "foolbox": ("foolbox", foolbox),
+        "limit_grads": ("limit", lambda: limit_grads(False)),
+        "limit_grads_xla": ("limit", lambda: limit_grads(True)),
+        "limit_loop": ("limit", lambda: limit_loop(False)),
+        "limit_loop_xla": ("limit", lambda: limit_loop(True)),
+    }
+
+
+def _op_profile(fn, top=8):
+    """Self time in ms per op type for one call of `fn`, busiest first.
+
+    Uses the profiler's converter from TensorFlow's private
+    `_pywrap_profiler_plugin`; returns {"error": ...} where unavailable.
+    """
+    import glob
+    import shutil
+    import tempfile
+
+    logdir = tempfile.mkdtemp(prefix="attacks_bench_prof_")
+    try:
+        from tensorflow.python.profiler.internal import (
+            _pywrap_profiler_plugin as plugin)
+
+        tf.profiler.experimental.start(logdir)
+        try:
+            _numpy(fn())
+        finally:
+            tf.profiler.experimental.stop()
+        xplane = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]
+        data, ok = plugin.xspace_to_tools_data([xplane], "framework_op_stats",
+                                               {})
+        if not ok:
+            return {"error": data.decode()[:200]}
+        table = json.loads(data)[0]
+        cols = [c["id"] for c in table["cols"]]
+        by_type = {}
+        for row in table["rows"]:
+            cell = dict(zip(cols, [c["v"] if c else None for c in row["c"]]))
+            if cell["type"] != "IDLE":
+                by_type[cell["type"]] = (by_type.get(cell["type"], 0.0)
+                                         + cell["total_self_time"] / 1e3)
+        busiest = sorted(by_type.items(), key=lambda kv: -kv[1])[:top]
+        return {"busy_ms": sum(by_type.values()),
+                "top_op_types_ms": dict(busiest),
+                "eigen_MaxPoolGrad": "MaxPoolGrad" in by_type,
+                "onednn_MaxPoolGrad": any("MaxPoolGrad" in t and "Mkl" in t
+                                          for t in by_type)}
+    except Exception as e:  # noqa: BLE001 - private API, best effort
+        return {"error": _error(e)}
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+
+
+def _numpy(out):
+    return np.asarray(out.numpy() if hasattr(out, "numpy") else out)
+
+
+def _error(e):
+    last = traceback.extract_tb(e.__traceback__)[-1]
+    return (f"{type(e).__name__}: {e} (at {os.path.basename(last.filename)}:"
+            f"{last.lineno})")
+
+
+def main(argv):
+    del argv
+    logging.getLogger("art").setLevel(logging.WARNING)  # per-call chatter
+    default_mnist = _MODEL.value == "madry_cnn"
+    size = _SIZE.value or (28 if default_mnist else 32)
+    channels = _CHANNELS.value or (1 if default_mnist else 3)
+    shape = (size, size, channels)
+    eps = _EPS.value or (0.1 if shape == (28, 28, 1) else 8 / 255)
+    step = _STEP_SIZE.value or eps / 10
+    k, b = _STEPS.value, _BATCH.value
+
+    model, x, y, data_desc = _data(shape, b)
+    methods = _methods(model, x, y, eps, step, k)
+    if _ONLY.value:
+        methods = {n: m for n, m in methods.items() if n in _ONLY.value}
+
+    # Build and warm up (trace, compile) every method; failures recorded.
+    runs, status, outputs, warmup_s = {}, {}, {}, {}
+    for name, (_, build) in methods.items():
+        try:
+            fn = build()
+            start = time.perf_counter()
+            outputs[name] = _numpy(fn())
+            warmup_s[name] = time.perf_counter() - start
+            runs[name] = fn
+            status[name] = "ran"
+        except Exception as e:  # noqa: BLE001 - a peer may fail in any way
+            status[name] = "failed: " + _error(e)
+        print(f"warm-up {name:24s} {status[name]}", flush=True)
+
+    times = {name: [] for name in runs}
+    cpu_times = {name: [] for name in runs}
+    for _ in range(_REPEATS.value):
+        for name, fn in runs.items():
+            start, cpu = time.perf_counter(), time.process_time()
+            _numpy(fn())  # includes the copy to host: the result is used
+            times[name].append(time.perf_counter() - start)
+            cpu_times[name].append(time.process_time() - cpu)
+    median = {n: float(np.median(t)) for n, t in times.items()}
+    cpu_median = {n: float(np.median(t)) for n, t in cpu_times.items()}
+    img_s = {n: b / t for n, t in median.items()}
+
+    # Eager peers (ART, foolbox) run op by op; the op-stats converter does
+    # not attribute their kernels, so only compiled methods are profiled.
+    op_profile = ({n: _op_profile(fn) for n, fn in runs.items()
+                   if methods[n][0] in ("ours", "cleverhans", "limit")}
+                  if _OP_PROFILE.value else None)
+
+    # Same attack, same start: outputs should be (nearly) the same points.
+    logits = np.asarray(model(x, training=False))
+    agreement = {"clean_accuracy": float(np.mean(logits.argmax(1) == y))}
+    ref = outputs.get("ours")
+    for name, out in outputs.items():
+        if name.startswith("limit_grads") or out.shape != x.shape:
+            continue
+        pred = np.asarray(model(out, training=False)).argmax(1)
+        entry = {"robust_accuracy": float(np.mean(pred == y)),
+                 "linf_to_x": float(np.abs(out - x).max())}
+        if ref is not None:
+            entry["fraction_pixels_equal_to_ours"] = float(
+                np.mean(np.abs(out - ref) <= 1e-5))
+        agreement[name] = entry
+
+    def ratio(a, c):
+        return img_s[a] / img_s[c] if a in img_s and c in img_s else None
+
+    peers = [n for n, (lib, _) in methods.items()
+             if lib not in ("ours", "limit") and n in img_s]
+    fastest = max(peers, key=img_s.get) if peers else None
+    ratios = {"fastest_peer": fastest}
+    for o in ("ours", "ours_xla"):
+        ratios[f"{o}_over_fastest_peer"] = ratio(o, fastest) if fastest \
+            else None
+        ratios[f"{o}_over_art"] = ratio(o, "art")
+        ratios[f"{o}_over_foolbox"] = ratio(o, "foolbox")
+        ratios[f"{o}_over_cleverhans_tffunc"] = ratio(o, "cleverhans_tffunc")
+        ratios[f"{o}_over_cleverhans_tffunc_xla"] = ratio(
+            o, "cleverhans_tffunc_xla")
+    # limit/ours: time of ours over time of the limit (1.0 = no overhead),
+    # each in the same compilation mode.
+    for o, suffix in (("ours", ""), ("ours_xla", "_xla")):
+        for lim in ("limit_grads", "limit_loop"):
+            ratios[f"{o}_time_over_{lim}{suffix}_time"] = ratio(
+                lim + suffix, o)
+    best_ours = max((n for n in ("ours", "ours_xla") if n in img_s),
+                    key=img_s.get, default=None)
+    best_limit = max((n for n in img_s if n.startswith("limit")),
+                     key=img_s.get, default=None)
+    bar = None
+    if best_ours and fastest:
+        bar = {
+            "ours_variant": best_ours,
+            "ours_ge_fastest_peer": img_s[best_ours] >= img_s[fastest],
+            "ours_ge_3x_art": ("art" in img_s
+                               and img_s[best_ours] >= 3 * img_s["art"]),
+            "ours_ge_3x_foolbox": ("foolbox" in img_s and img_s[best_ours]
+                                   >= 3 * img_s["foolbox"]),
+            "limit_variant": best_limit,
+            "ours_time_le_1.1x_limit": bool(
+                best_limit and img_s[best_limit] / img_s[best_ours] <= 1.1),
+        }
+
+    result = {
+        "model": _MODEL.value, "input_shape": shape, "batch_size": b,
+        "pgd_steps": k, "eps": eps, "step_size": step,
+        "random_start": False, "data": data_desc,
+        "repeats": _REPEATS.value,
+        "device": _device(),
+        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "numpy": np.__version__, "python": platform.python_version(),
+        "versions": {lib: _version(dist)
+                     for lib, dist in PEER_PACKAGES.items()},
+        "status": status,
+        "img_per_s": img_s,
+        "median_s_per_attack": median,
+        "all_times_s": times,
+        # Process CPU time (all threads): less sensitive than wall time to
+        # other processes on a shared machine; not what img/s is based on.
+        "median_cpu_s_per_attack": cpu_median,
+        "all_cpu_times_s": cpu_times,
+        "warmup_s": warmup_s,
+        "ratios": ratios,
+        "bar": bar,
+        "output_agreement": agreement,
+        "op_profile": op_profile,
+    }
+
+    print(f"\nPGD-{k} on {_MODEL.value} {shape}, batch {b}, {result['device']}"
+          f", TF {tf.__version__}")
+    print(f"{'method':24s} {'img/s':>10s} {'s/attack':>10s} "
+          f"{'cpu s':>8s} {'vs ours':>8s}  status")
+    for name in methods:
+        if name in img_s:
+            rel = ratio("ours", name)
+            print(f"{name:24s} {img_s[name]:10.1f} {median[name]:10.4f} "
+                  f"{cpu_median[name]:8.3f} "
+                  f"{rel if rel else float('nan'):8.2f}  ran")
+        else:
+            print(f"{name:24s} {'-':>10s} {'-':>10s} {'-':>8s} {'-':>8s}  "
+                  f"{status[name]}")
+    print("\nratios (throughput ours / other; time ours / limit):")
+    for key, value in ratios.items():
+        print(f"  {key:44s} "
+              + (f"{value:.3f}" if isinstance(value, float) else f"{value}"))
+    print(f"bar: {bar}")
+    if op_profile:
+        print("\nop profile of one call (busy ms; MaxPoolGrad kernel):")
+        for name, prof in op_profile.items():
+            if "error" in prof:
+                print(f"  {name:24s} {prof['error']}")
+                continue
+            kernel = ("Eigen" if prof["eigen_MaxPoolGrad"] else "oneDNN"
+                      if prof["onednn_MaxPoolGrad"] else "-")
+            print(f"  {name:24s} {prof['busy_ms']:9.1f}  {kernel}")
+
+    path = _OUTPUT.value or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results",
+        f"attacks_{_MODEL.value}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
