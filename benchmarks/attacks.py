@@ -181,7 +181,8 @@ def _methods(model, x, y, eps, step, k):
         import foolbox as fb
 
         # foolbox 3.3.4 (through eagerpy) calls np.find_common_type, removed
-        # in NumPy 2.0; same promotion through np.result_type. Benchmark
+        # in NumPy 2.0, when dtypes mix (e.g. int32 labels; int64 labels, as
+        # here, avoid it); same promotion through np.result_type. Benchmark
         # process only.
         if not hasattr(np, "find_common_type"):
             np.find_common_type = lambda a, s: np.result_type(*a, *s)

@@ -162,10 +162,12 @@ def _art_pgd(setup, clf, random_init):
 def foolbox_model(foolbox_module, setup, monkeypatch):
     fb = foolbox_module
     # foolbox 3.3.4 runs on eagerpy, whose TensorFlow backend promotes mixed
-    # dtypes with np.find_common_type, removed in NumPy 2.0. The shim gives
-    # the same promotion via np.result_type; it is scoped to the test
-    # (monkeypatch undoes it, raising=False allows the attribute to be
-    # absent) and changes nothing where NumPy still has the function.
+    # dtypes with np.find_common_type, removed in NumPy 2.0 (AttributeError
+    # e.g. with int32 labels; the int64 labels passed below avoid the mixed
+    # path). The shim gives the same promotion via np.result_type for any
+    # other mix; it is scoped to the test (monkeypatch undoes it,
+    # raising=False allows the attribute to be absent) and changes nothing
+    # where NumPy still has the function.
     if not hasattr(np, "find_common_type"):
         monkeypatch.setattr(
             np, "find_common_type",
