@@ -126,3 +126,11 @@ class DistillationTrainer(keras.Model):
             config["teacher"] = keras.saving.deserialize_keras_object(
                 config["teacher"])
         return cls(**config)
+
+
+def from_recipe(cfg, net: keras.Model, teacher: keras.Model | None):
+    """(`DistillationTrainer`, `SoftTargetCrossentropy`, metrics) at
+    `cfg.train.temperature`; `teacher=None` is the teacher stage."""
+    t = cfg.train.temperature
+    return (DistillationTrainer(net, t, teacher), SoftTargetCrossentropy(t),
+            [keras.metrics.CategoricalAccuracy(name="accuracy")])

@@ -135,31 +135,37 @@ def main(argv):
 
 def build_trainer(cfg, net, teacher):
     """The training method of `cfg.train.method` around `net`: the keras
-    Model that fit() trains, its loss and its metrics.
+    Model that fit() trains, its loss and its metrics. Each method's module
+    reads its own fields of `cfg` (see its `from_recipe`).
 
     Raises:
         ValueError: unknown method (lists `METHODS`).
     """
-    import keras
-
-    from distillation import DistillationTrainer, SoftTargetCrossentropy
-    from trainer import AdversarialTrainer, classification_loss
-
     method = cfg.train.method
     if method == "adversarial":  # natural training when cfg.attack is None
-        return (AdversarialTrainer(
-            net, attack=None if cfg.attack is None else cfg.attack.to_dict(),
-            alpha=cfg.train.alpha),
-            classification_loss(cfg.train.label_smoothing), ["accuracy"])
-    if method == "distillation":
-        return (DistillationTrainer(net, cfg.train.temperature, teacher),
-                SoftTargetCrossentropy(cfg.train.temperature),
-                [keras.metrics.CategoricalAccuracy(name="accuracy")])
+        import trainer
+        return trainer.from_recipe(cfg, net)
+    if method == "distillation":  # teacher stage when teacher is None
+        import distillation
+        return distillation.from_recipe(cfg, net, teacher)
+    if method == "free":
+        import free_at
+        return free_at.from_recipe(cfg, net)
+    if method == "trades":
+        import trades
+        return trades.from_recipe(cfg, net)
+    if method == "ensemble":
+        import ensemble_at
+        return ensemble_at.from_recipe(cfg, net)
+    if method == "thermometer":
+        import thermometer_at
+        return thermometer_at.from_recipe(cfg, net)
     raise ValueError(f"train.method must be one of {METHODS}; got "
                      f"{method!r}")
 
 
-METHODS = ("adversarial", "distillation")
+METHODS = ("adversarial", "distillation", "free", "trades", "ensemble",
+           "thermometer")
 
 
 def fit_stage(cfg, workdir, strategy, ds_train, ds_eval, info,

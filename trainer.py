@@ -139,6 +139,16 @@ class AdversarialTrainer(keras.Model):
         return cls(**config)
 
 
+def from_recipe(cfg, net: keras.Model):
+    """(`AdversarialTrainer` around `net`, its loss, its metrics) for a
+    recipe config with `train.method == "adversarial"`: the attack of
+    `cfg.attack` (None: natural training), `cfg.train.alpha` and
+    `cfg.train.label_smoothing`."""
+    attack = None if cfg.attack is None else cfg.attack.to_dict()
+    return (AdversarialTrainer(net, attack=attack, alpha=cfg.train.alpha),
+            classification_loss(cfg.train.label_smoothing), ["accuracy"])
+
+
 def classification_loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
     """Softmax cross-entropy on logits with integer labels `(batch,)`,
     optionally with label smoothing (Szegedy et al. 2016, arXiv 1512.00567,
