@@ -11,6 +11,14 @@ of Goodfellow et al. 2015 (arXiv 1412.6572, Eq. 6):
 
 `alpha = 0` is pure adversarial training (Madry et al. 2018, arXiv
 1706.06083, Eq. 2.1); `alpha = 1` or `attack=None` is natural training.
+
+Two optional keys of the attack config shape the training attack of Xie et
+al. 2019 (arXiv 1812.03411; its released code's adv_model.py / main.py):
+`"target": "random"` attacks towards a uniformly random wrong label per
+example, redrawn every step (with `"targeted": True`), and
+`"prob_start_from_clean": p` starts the whole batch from `x` itself with
+probability p (one scalar draw per step and replica) instead of from a
+random point of the eps-ball. Without these keys the attack is unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ import keras
 import tensorflow as tf
 
 import attacks
+
+# The attack-config keys that the trainer itself consumes (module doc).
+TRAINING_ATTACK_KEYS = ("target", "prob_start_from_clean")
+TARGETS = ("label", "random")
 
 # Keras's own test for "this strategy spans several worker processes"; used
 # by the multi-worker workaround below and nowhere else.
@@ -37,7 +49,13 @@ class AdversarialTrainer(keras.Model):
         net: a `keras.Model` mapping float32 `(batch, height, width,
             channels)` images in `[0, 1]` to logits `(batch, classes)`.
         attack: an attack config (`{"name": "pgd", "eps": 0.1, ...}`, see
-            `attacks.from_config`) or None for natural training.
+            `attacks.from_config`) or None for natural training. Optional
+            keys `target` (one of `TARGETS`: "label" attacks `y`, the
+            default; "random" a uniformly random wrong label per example,
+            redrawn each step, which needs `targeted=True`) and
+            `prob_start_from_clean` (float in [0, 1], default 0: the
+            chance that a step's attack starts at `x` rather than at a
+            random point; needs an attack with `rand_init=True`).
         alpha: weight of the clean loss in [0, 1] (Goodfellow et al. 2015,
             Eq. 6); 0 trains on adversarial examples only.
         **kwargs: passed to `keras.Model`.
@@ -50,7 +68,9 @@ class AdversarialTrainer(keras.Model):
         logits of `net`, float32 `(batch, classes)`.
 
     Raises:
-        ValueError: `alpha` outside [0, 1].
+        ValueError: `alpha` outside [0, 1]; a `target` not in `TARGETS`,
+            "random" without `targeted=True`; `prob_start_from_clean`
+            outside [0, 1] or set without `rand_init=True`.
         KeyError / TypeError: unknown attack name or argument.
 
     Training-step metrics are measured on the inputs the step trains on
@@ -66,8 +86,59 @@ class AdversarialTrainer(keras.Model):
         self.net = net
         self.attack = None if attack is None else dict(attack)
         self.alpha = float(alpha)
-        self._attack_fn = None if attack is None else attacks.from_config(
-            self.attack)
+        self._attack_fn = self._clean_start_fn = None
+        self._target, self._prob_clean = "label", 0.0
+        if attack is not None:
+            self._build_attack(self.attack)
+
+    def _build_attack(self, attack):
+        kwargs = {k: v for k, v in attack.items()
+                  if k not in TRAINING_ATTACK_KEYS}
+        self._target = attack.get("target", "label")
+        self._prob_clean = float(attack.get("prob_start_from_clean", 0.0))
+        if self._target not in TARGETS:
+            raise ValueError(f"attack target must be one of {TARGETS}; got "
+                             f"{self._target!r}")
+        if self._target == "random" and not kwargs.get("targeted"):
+            raise ValueError("attack target='random' needs targeted=True; "
+                             f"got targeted={kwargs.get('targeted')!r}")
+        if not 0.0 <= self._prob_clean <= 1.0:
+            raise ValueError("attack prob_start_from_clean must be in [0, "
+                             f"1]; got {self._prob_clean!r}")
+        if self._prob_clean and not kwargs.get("rand_init", True):
+            raise ValueError("attack prob_start_from_clean needs rand_init="
+                             f"True; got rand_init={kwargs.get('rand_init')!r}")
+        self._attack_fn = attacks.from_config(kwargs)
+        if self._prob_clean:
+            self._clean_start_fn = attacks.from_config(
+                {**kwargs, "rand_init": False})
+
+    def attack_labels(self, y):
+        """The labels the attack is given: `y` itself, or for `target ==
+        "random"` `(y + U{1, ..., K - 1}) mod K`, a uniformly random wrong
+        label per example (K = the width of the net's output; Xie et al.
+        2019)."""
+        if self._target != "random":
+            return y
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        k = self.net.output_shape[-1]
+        shift = tf.random.uniform(tf.shape(y), 1, k, dtype=tf.int32)
+        return (y + shift) % k
+
+    def craft(self, x, y):
+        """`(x_adv, attack labels, started_from_clean)` for a batch: x float
+        `(batch, height, width, channels)` in [0, 1], y int `(batch,)`;
+        `started_from_clean` is a bool scalar tensor (one draw per call)."""
+        y_attack = self.attack_labels(y)
+        if self._clean_start_fn is None:
+            return self._attack_fn(self.net, x, y_attack), y_attack, \
+                tf.constant(False)
+        from_clean = tf.random.uniform([]) < self._prob_clean
+        x_adv = tf.cond(
+            from_clean,
+            lambda: self._clean_start_fn(self.net, x, y_attack),
+            lambda: self._attack_fn(self.net, x, y_attack))
+        return x_adv, y_attack, from_clean
 
     def call(self, x, training=False):
         return self.net(x, training=training)
@@ -80,7 +151,7 @@ class AdversarialTrainer(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self._attack_fn is None or self.alpha == 1.0:
             return data
-        x_adv = tf.stop_gradient(self._attack_fn(self.net, x, y))
+        x_adv = tf.stop_gradient(self.craft(x, y)[0])
         if self.alpha == 0.0:
             return keras.utils.pack_x_y_sample_weight(x_adv, y, sample_weight)
         if sample_weight is None:

@@ -44,10 +44,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict({
         "name": "adam", "learning_rate": 1e-3, "momentum": 0.9,
         "nesterov": False, "weight_decay": 0.0,
+        # "decoupled" (Keras: w -= lr * wd * w, outside the momentum) or
+        # "l2" (wd * w added to the gradient, i.e. an L2 penalty wd/2 |w|^2
+        # as in the TF1/PyTorch reference codes); kernels only either way.
+        "weight_decay_mode": "decoupled",
     })
     c.schedule = ml_collections.ConfigDict({
         "name": "constant",  # constant | cosine | piecewise | cyclic
         "warmup_epochs": 0,
+        "warmup_start_lr": 0.0,  # linear warmup from here to the LR
         "peak_fraction": 0.4,  # cyclic only: where the triangle peaks
         "boundaries_epochs": (),
         "decay_factor": 0.1,
