@@ -12,13 +12,14 @@ Initialization is Keras's default (Glorot uniform, zero bias), not the
 original TF1 code's truncated normal (sigma 0.1) with bias 0.1.
 
 Layer names: "conv1", "pool1", "conv2", "pool2", "flatten", "fc", "logits"
-("normalize" first when `mean` is set).
+("normalize" first when `mean` is set, after any `input_defenses`).
 """
 
 from __future__ import annotations
 
 import keras
 
+from models.defense_hooks import input_defense_layers
 from models._common import (
     Stats,
     check_positive_int,
@@ -36,6 +37,7 @@ def madry_cnn(
     width: int = 32,
     mean: Stats = None,
     std: Stats = None,
+    input_defenses=None,
 ) -> keras.Model:
     """Madry et al.'s MNIST CNN, with all widths scaled by `width / 32`.
 
@@ -52,6 +54,10 @@ def madry_cnn(
         mean: per-channel mean on the [0, 1] scale (scalar or one per
             channel), or None (the default) for no normalization layer.
         std: per-channel standard deviation; None exactly when `mean` is.
+        input_defenses: None, or layers / Keras layer configs applied to the
+            [0, 1] input first (e.g. `[{"class_name": "ThermometerEncoding",
+            "config": {"levels": 16}}]`, Buckman et al. 2018); see
+            `models.defense_hooks.input_defense_layers`.
 
     Returns:
         A Functional `keras.Model` mapping float32 images in [0, 1] of shape
@@ -59,12 +65,14 @@ def madry_cnn(
         `(batch, num_classes)`.
 
     Raises:
-        ValueError: for a non-positive `num_classes` or `width`, or mean/std
-            that do not match the input channels.
+        ValueError: for a non-positive `num_classes` or `width`, mean/std
+            that do not match the input channels, or an input defense that
+            is not a defense layer of `layers/`.
     """
     check_positive_int(num_classes, "num_classes")
     check_positive_int(width, "width")
-    inputs, x = model_input(input_shape or (28, 28, 1), mean, std)
+    inputs, x = model_input(input_shape or (28, 28, 1), mean, std,
+                            input_defense_layers(input_defenses))
     for i, filters in enumerate((width, 2 * width), start=1):
         x = keras.layers.Conv2D(
             filters, 5, padding="same", activation="relu", name=f"conv{i}"
