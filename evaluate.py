@@ -38,6 +38,10 @@ _RESTARTS = flags.DEFINE_integer("restarts", None, "Random restarts.")
 _TARGETED = flags.DEFINE_bool("targeted", None, "Random wrong target label.")
 _LOSS = flags.DEFINE_enum("loss", None, ["ce", "cw"],
                           "Attack loss: cross-entropy or C&W margin.")
+_BPDA = flags.DEFINE_bool(
+    "bpda", False, "Craft on the straight-through (BPDA) copy of the model: "
+    "non-differentiable layers keep their forward pass and pass gradients "
+    "through (Athalye et al. 2018); accuracy is still the model's own.")
 _NUM = flags.DEFINE_integer("num_examples", None, "First N test images.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts/targets.")
@@ -80,6 +84,8 @@ def _attack_config(cfg: dict) -> dict:
     if missing and attack["name"] in ("pgd", "bim"):
         raise app.UsageError(f"set {missing} with flags (no recipe config)")
     attack["seed"] = _SEED.value
+    if _BPDA.value:
+        attack["bpda"] = True
     return attack
 
 
@@ -117,6 +123,7 @@ def main(argv):
 
     import attacks
     import data
+    import layers  # noqa: F401  (registers the defense layers for loading)
     from evaluation import attack_label, robust_accuracy
     from trainer import AdversarialTrainer
 
@@ -139,9 +146,18 @@ def main(argv):
     if isinstance(model, AdversarialTrainer):
         model = model.net
     total = num or data.get_info(dataset_name).num_test
+    attack_fn = attacks.from_config(
+        {k: v for k, v in attack.items() if k != "bpda"})
+    if attack.get("bpda"):  # gradients from the straight-through copy
+        with strategy.scope():
+            surrogate = attacks.with_straight_through(model)
+        base_fn = attack_fn
+
+        def attack_fn(_, x, y, **kwargs):
+            return base_fn(surrogate, x, y, **kwargs)
     start = time.time()
     result = robust_accuracy(
-        model, ds, attacks.from_config(attack),
+        model, ds, attack_fn,
         num_classes=data.get_info(dataset_name).num_classes,
         targeted=targeted, strategy=strategy, seed=_SEED.value,
         steps=-(-total // batch), eager=attack["name"] in attacks.EAGER_ONLY)

@@ -108,7 +108,8 @@ def robust_accuracy(model: keras.Model, dataset: tf.data.Dataset,
 def attack_label(attack: dict) -> str:
     """A short name of a threat model, e.g. "pgd-20_linf_eps0.1000" (or
     "cw_l2-50_min-norm" for a minimum-norm attack without eps), with
-    "_cw-loss", "_5restarts" and "_targeted" suffixes where they apply."""
+    "_cw-loss", "_5restarts", "_targeted" and "_bpda" suffixes where they
+    apply."""
     steps = f"-{attack['steps']}" if "steps" in attack else ""
     if attack.get("eps") is None:  # minimum-norm attack, no ball
         return f"{attack['name']}{steps}_min-norm" + (
@@ -118,8 +119,9 @@ def attack_label(attack: dict) -> str:
     loss = "_cw-loss" if attack.get("loss") == "cw" else ""
     restarts = attack.get("restarts", 1)
     rst = f"_{restarts}restarts" if restarts > 1 else ""
+    bpda = "_bpda" if attack.get("bpda") else ""
     return (f"{attack['name']}{steps}_{norm}_eps{attack['eps']:.4f}"
-            f"{loss}{rst}{tgt}")
+            f"{loss}{rst}{tgt}{bpda}")
 
 
 __all__ = ["attack_label", "robust_accuracy"]

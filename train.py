@@ -54,8 +54,12 @@ def expand_recipe_name(argv: list[str]) -> list[str]:
     return out
 
 
-def prepare_workdir(workdir: pathlib.Path, config_json: str) -> None:
-    """Creates the workdir, or checks that it holds this same unfinished run.
+def prepare_workdir(workdir: pathlib.Path, config_json: str,
+                    write: bool = True) -> None:
+    """Creates the workdir and writes `config.json`, or checks that it holds
+    this same unfinished run. `write=False` only checks (train.py checks
+    first and writes once the model has been built, so that a config that
+    fails to build leaves no `config.json` behind to block its fix).
 
     Raises:
         ValueError: the run there finished (`model.keras` exists) or was
@@ -69,8 +73,9 @@ def prepare_workdir(workdir: pathlib.Path, config_json: str) -> None:
         raise ValueError(f"{workdir} holds a run with a different config "
                          f"({saved}); rerun with that config to resume, or "
                          "choose a fresh --workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(config_json)
+    if write:
+        workdir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(config_json)
 
 
 def main(argv):
@@ -89,7 +94,8 @@ def main(argv):
     workdir = pathlib.Path(_WORKDIR.value)
     if not distribute.is_chief(strategy):  # non-chief workers write apart
         workdir = workdir / "workers" / distribute.worker_id(strategy)
-    prepare_workdir(workdir, cfg.to_json_best_effort(indent=2, sort_keys=True))
+    config_json = cfg.to_json_best_effort(indent=2, sort_keys=True)
+    prepare_workdir(workdir, config_json, write=False)
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.runtime.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -124,11 +130,11 @@ def main(argv):
             with strategy.scope():
                 teacher = keras.saving.load_model(teacher_dir / "model.keras")
         else:
-            prepare_workdir(teacher_dir, cfg.to_json_best_effort(
-                indent=2, sort_keys=True))
-            teacher = fit_stage(cfg, teacher_dir, strategy, ds_train, ds_eval,
-                                info, steps_per_epoch, teacher=None)
-    fit_stage(cfg, workdir, strategy, ds_train, ds_eval, info,
+            prepare_workdir(teacher_dir, config_json, write=False)
+            teacher = fit_stage(cfg, teacher_dir, config_json, strategy,
+                                ds_train, ds_eval, info, steps_per_epoch,
+                                teacher=None)
+    fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
               steps_per_epoch, teacher=teacher)
     print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
 
@@ -168,9 +174,10 @@ METHODS = ("adversarial", "distillation", "free", "trades", "ensemble",
            "thermometer")
 
 
-def fit_stage(cfg, workdir, strategy, ds_train, ds_eval, info,
+def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
               steps_per_epoch, teacher):
-    """Builds, trains and saves one network in `workdir`; returns it."""
+    """Builds, trains and saves one network in `workdir` (which receives
+    `config_json` once the model is built); returns it."""
     import keras
 
     import models
@@ -196,6 +203,7 @@ def fit_stage(cfg, workdir, strategy, ds_train, ds_eval, info,
                 cfg.optimizer, cfg.schedule, steps_per_epoch, cfg.train.epochs),
             loss=loss, metrics=metrics, jit_compile=cfg.runtime.jit_compile)
     net.summary(print_fn=logging.info)
+    prepare_workdir(workdir, config_json)
 
     # ------------------------------------------------------------------ fit
     callbacks = build_callbacks(workdir, cfg.train.backup_every_steps)

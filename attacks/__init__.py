@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 from attacks._registry import ATTACKS
 # Importing an attack module registers its attacks.
 from attacks.apgd import apgd_ce, apgd_dlr
-from attacks.bpda import bpda
+from attacks.bpda import bpda, with_straight_through
 from attacks.cw import cw_l2
 from attacks.cw_l0 import cw_l0
 from attacks.cw_linf import cw_linf
@@ -36,7 +36,7 @@ __all__ = [
     "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l0", "cw_l2", "cw_linf",
     "deepfool", "eot", "fgm", "fgsm", "from_config", "get_attack", "illc",
     "lbfgs", "list_attacks", "mi_fgsm", "one_pixel", "pgd", "rfgsm", "spsa",
-    "square", "transfer", "EAGER_ONLY",
+    "square", "transfer", "with_straight_through", "EAGER_ONLY",
 ]
 
 # Attacks whose outer loop runs on the host (NumPy binary searches over c,

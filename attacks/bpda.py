@@ -22,6 +22,12 @@ layer is the non-differentiable one, `bpda(model.layers[0])` followed by the
 remaining layers gives the attack model. Combine with `eot` for randomized
 and non-differentiable defenses: `eot(attack_model, k)`.
 
+For a whole saved defended model, `with_straight_through(model)` returns
+the attack model in one call: a clone whose non-differentiable layers keep
+their exact forward pass and get straight-through gradients
+(`surrogate="soft"` where the layer has that option, the identity
+otherwise), e.g. `pgd(with_straight_through(net), x, y, ...)`.
+
 References:
     Athalye, Carlini, Wagner 2018, "Obfuscated Gradients Give a False Sense
     of Security", ICML, arXiv 1802.00420, Sec. 4.1 (BPDA; identity
@@ -125,3 +131,123 @@ def bpda(fn: Callable, surrogate: Callable | None = None) -> BPDAFunction:
         raise ValueError(
             f"surrogate must be callable or None; got {surrogate!r}")
     return BPDAFunction(fn, surrogate)
+
+
+@keras.saving.register_keras_serializable(package="robust_recipes")
+class IdentityStraightThrough(keras.layers.Layer):
+    """Forward pass of `layer`, identity backward pass (BPDA with
+    `g(x) ~ x`, Athalye et al. 2018, Sec. 4.1): `layer(x) + (x - sg(x))`.
+
+    `with_straight_through` wraps with it the non-differentiable layers that
+    have no `surrogate` option and keep their input's shape (e.g.
+    `BitDepthReduction`). The wrapped layer is shared, not copied.
+
+    Args:
+        layer: a Keras layer whose output has its input's shape.
+        **kwargs: forwarded to `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: float tensor `(batch, height, width, channels)`.
+
+    Returns:
+        `layer(inputs)`, same shape and dtype, equal to it (`+ 0` exactly);
+        the gradient with respect to `inputs` is the incoming gradient.
+
+    Raises:
+        ValueError: if `layer`'s output shape differs from its input's.
+    """
+
+    def __init__(self, layer, **kwargs):
+        kwargs.setdefault("name", f"{layer.name}_straight_through")
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs):
+        outputs = self.layer(inputs)
+        if tuple(outputs.shape) != tuple(inputs.shape):
+            raise ValueError(
+                f"identity straight-through needs a shape-preserving layer; "
+                f"{self.layer.name!r} maps {tuple(inputs.shape)} to "
+                f"{tuple(outputs.shape)}; give it a surrogate (bpda())")
+        x = keras.ops.cast(inputs, outputs.dtype)
+        return outputs + (x - keras.ops.stop_gradient(x))
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "layer": keras.saving.serialize_keras_object(self.layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(
+            config["layer"])
+        return cls(**config)
+
+
+def with_straight_through(model: keras.Model) -> keras.Model:
+    """The BPDA attack model of a defended network, in one call.
+
+    Returns a clone of the Functional or Sequential `model` (nested ones
+    included) in which every layer whose config has a `surrogate` field
+    (`layers.ThermometerEncoding`) is rebuilt with `surrogate="soft"` (hard
+    forward pass, gradient of the soft relaxation), every other layer with
+    the class attribute `differentiable = False` (`layers.BitDepthReduction`)
+    is wrapped in `IdentityStraightThrough`, and all remaining layers are the
+    original instances, so weights are shared (a rebuilt surrogate layer
+    that has weights gets copies of them). The clone's outputs equal the
+    original's bit for bit; its input gradient is the BPDA gradient, finite
+    and non-zero where the original's is zero or None. Randomized layers are
+    kept as they are: combine with `attacks.eot.eot` for those.
+
+    Args:
+        model: a Functional or Sequential `keras.Model` from float32 images
+            `(batch, height, width, channels)` in `[0, 1]` to logits
+            `(batch, classes)`.
+
+    Returns:
+        A `keras.Model` with the same inputs, outputs and weights, to pass
+        to any attack: `pgd(with_straight_through(net), x, y, eps=...)`.
+        Evaluate the attack's `x_adv` on `model` itself.
+
+    Raises:
+        ValueError: `model` is not a Functional or Sequential Keras model
+            (subclassed models cannot be cloned), or a non-differentiable
+            layer without a surrogate changes its input's shape.
+
+    Example:
+        >>> net = keras.saving.load_model("therm.keras")   # ThermometerEncoding
+        >>> x_adv = pgd(with_straight_through(net), x, y, eps=0.1,
+        ...             step_size=0.01, steps=20)
+        >>> robust_acc = np.mean(np.argmax(net(x_adv), -1) == y)
+
+    References:
+        Athalye, Carlini, Wagner 2018, arXiv 1802.00420, Sec. 4.1 (BPDA) and
+        Sec. 5.2.1 (thermometer encoding broken with it).
+    """
+    from keras.src.models.functional import Functional  # no public alias
+
+    if not isinstance(model, (Functional, keras.Sequential)):
+        raise ValueError(
+            "with_straight_through needs a Functional or Sequential "
+            f"keras.Model; got {type(model).__name__}")
+    copied = []
+
+    def clone(layer):
+        config = layer.get_config()
+        if "surrogate" in config:
+            new = type(layer).from_config({**config, "surrogate": "soft"})
+            if layer.weights:
+                copied.append((layer, new))
+            return new
+        if getattr(layer, "differentiable", True) is False:
+            return IdentityStraightThrough(layer)
+        return layer
+
+    clone_model = keras.models.clone_model(model, clone_function=clone,
+                                           recursive=True)
+    for old, new in copied:
+        new.set_weights(old.get_weights())
+    return clone_model

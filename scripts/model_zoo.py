@@ -33,6 +33,8 @@ def _attack_name(a: dict) -> str:
     extras = [f"{a['restarts']} restarts"] if a.get("restarts", 1) > 1 else []
     if a.get("loss") == "cw":
         extras.append("C&W loss")
+    if a.get("bpda"):
+        extras.append("BPDA")
     return name + (f" ({', '.join(extras)})" if extras else "")
 
 

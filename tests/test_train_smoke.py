@@ -108,3 +108,13 @@ def test_nan_stops_without_writing_a_final_model(tmp_path):
     # The first update already diverged: no state was good enough to save.
     assert not (tmp_path / "backup" / "latest.weights.h5").exists()
     assert not (tmp_path / "checkpoints" / "last.keras").exists()
+
+
+def test_a_config_that_fails_to_build_leaves_no_config_behind(tmp_path):
+    """Fixing the bad value and rerunning in the same workdir works."""
+    with pytest.raises(ValueError, match="train.method must be one of"):
+        run_train(tmp_path, "standard_cnn_fmnist:smoke",
+                  "--recipe.train.method=nope")
+    assert not (tmp_path / "config.json").exists()
+    run_train(tmp_path, "standard_cnn_fmnist:smoke")
+    assert (tmp_path / "model.keras").exists()

@@ -1,0 +1,344 @@
+"""Thermometer-encoded networks adversarially trained with LS-PGA.
+
+Buckman, Roy, Raffel, Goodfellow 2018, "Thermometer Encoding: One Hot Way To
+Resist Adversarial Examples", ICLR (OpenReview S18Su--CW; no arXiv id). The
+network sees each pixel as a `levels`-bit thermometer code (its first input
+defense is a `ThermometerEncoding`), which has no useful input gradient. Their
+white-box attack, Logit-Space Projected Gradient Ascent (LS-PGA, Sec. 4,
+Alg. 3), works in a relaxation of the code instead:
+
+1. per pixel and channel, the buckets reachable within eps
+   (`[bucket(x - eps), bucket(x + eps)]`, clipped to [0, 1]) form the
+   projection set; one logit `u` per bucket is drawn from N(0, 1)
+   (`rand_init`) or set to 0;
+2. the relaxed code is `softmax(u / T)` over the reachable buckets (masked
+   ones get probability 0), turned into thermometer bits by a reverse
+   cumulative sum (bit i = P(bucket >= i)); the body of the network (the
+   layers after the encoding) maps it to logits;
+3. `steps` times: `u += logit_step * sign(grad_u CE)`, then `T /= anneal`;
+4. the final code is the hard code of `argmax u` over the reachable buckets.
+
+Adversarial training trains on these codes, here mixed with clean ones:
+`alpha` weighs the clean loss as in Goodfellow et al. 2015 (arXiv
+1412.6572, Eq. 6), `alpha = 0.5` being the 50/50 batch (`alpha = 0`: codes
+only, as the reference training code below does). The hard code is
+returned as a pixel image: the point of each chosen bucket nearest to `x`,
+which is within eps of `x` and whose encoding is exactly that code, so
+training goes through the unchanged network and the attack obeys the
+uniform `attack(model, x, y) -> x_adv` contract of `attacks/`.
+
+Settings of the reference TF code (Athalye et al.'s re-implementation in
+anishathalye/obfuscated-gradients, thermometer/discretization_attacks.py
+`adv_lspga` and thermometer/train.py): 16 levels, 7 steps, eps 0.031,
+initial inverse temperature 1 multiplied by 1.2 per step.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import trainer
+from attacks import _core
+from layers.thermometer import ThermometerEncoding
+
+LS_PGA_ARGS = ("eps", "steps", "logit_step", "anneal", "temperature",
+               "rand_init", "seed")
+_MASKED = -1e9  # logit of an unreachable bucket (softmax weight exactly 0)
+_SPLITS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def split_thermometer(net: keras.Model
+                      ) -> tuple[ThermometerEncoding, keras.Model]:
+    """`(encoder, body)` of a thermometer-encoded network.
+
+    `net` must be a Functional (or Sequential) `keras.Model` whose first
+    layer after its single input is a `ThermometerEncoding` (the first of
+    its `input_defenses`); `body = keras.Model(encoder.output, net.output)`
+    shares every weight with `net` and maps a code `(batch, height, width,
+    channels * levels)` to logits. Results are cached per `net`.
+
+    Raises:
+        ValueError: `net` is not such a model (the message names what it
+            found), or its output depends on the raw input other than
+            through the encoding.
+    """
+    if net in _SPLITS:
+        return _SPLITS[net]
+    inner = [layer for layer in getattr(net, "layers", [])
+             if not isinstance(layer, keras.layers.InputLayer)]
+    first = type(inner[0]).__name__ if inner else None
+    if not (inner and isinstance(inner[0], ThermometerEncoding)
+            and len(net.inputs) == 1 and inner[0].input is net.inputs[0]):
+        raise ValueError(
+            "LS-PGA needs a Functional model whose first layer after its "
+            "input is a ThermometerEncoding (model kwargs input_defenses="
+            "[{'class_name': 'ThermometerEncoding', ...}]); got "
+            f"{type(net).__name__} with first layer {first!r}")
+    try:
+        body = keras.Model(inner[0].output, net.outputs[0],
+                           name=f"{net.name}_body")
+    except ValueError as e:
+        raise ValueError(f"{net.name}'s output must depend on its input "
+                         f"only through the ThermometerEncoding: {e}") from e
+    _SPLITS[net] = (inner[0], body)
+    return _SPLITS[net]
+
+
+def _thresholds(levels: int) -> np.ndarray:
+    # ThermometerEncoding's t_i = float32(i / levels): bit i is x >= t_i.
+    return (np.arange(levels) / levels).astype("float32")
+
+
+def _bucket(v: tf.Tensor, levels: int) -> tf.Tensor:
+    bits = tf.cast(v[..., None] >= _thresholds(levels), tf.int32)
+    return tf.reduce_sum(bits, -1) - 1
+
+
+def reachable_mask(x: tf.Tensor, eps: float, levels: int) -> tf.Tensor:
+    """bool `(batch, height, width, channels, levels)`: bucket b of a pixel
+    is True iff some value within eps of it (in [0, 1]) falls in b, i.e.
+    `bucket(max(x - eps, 0)) <= b <= bucket(min(x + eps, 1))` with the
+    encoding's own float32 thresholds. `x` float32 in [0, 1]."""
+    x = tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 1.0)
+    lo = _bucket(tf.maximum(x - eps, 0.0), levels)[..., None]
+    hi = _bucket(tf.minimum(x + eps, 1.0), levels)[..., None]
+    b = tf.range(levels)
+    return tf.logical_and(b >= lo, b <= hi)
+
+
+def _to_channels(t: tf.Tensor) -> tf.Tensor:
+    # (B, H, W, C, L) -> (B, H, W, C * L), channel c's levels contiguous (the
+    # layer's layout); static sizes are kept for the body's input check.
+    h, w, c, levels = t.shape[1:]
+    if None in (h, w, c, levels):
+        s = tf.shape(t)
+        return tf.reshape(t, tf.concat([s[:3], [s[3] * s[4]]], 0))
+    return tf.reshape(t, [-1, h, w, c * levels])
+
+
+def _bits(one_hot: tf.Tensor, mode: str) -> tf.Tensor:
+    # Thermometer bit i = sum_{j >= i} one_hot_j, i.e. bucket >= i.
+    if mode == "one_hot":
+        return one_hot
+    return tf.cumsum(one_hot, axis=-1, reverse=True)
+
+
+def relaxed_encoding(logits: tf.Tensor, mask: tf.Tensor,
+                     temperature: tf.Tensor | float,
+                     mode: str = "thermometer") -> tf.Tensor:
+    """LS-PGA's relaxed code (Buckman et al. 2018, Alg. 3).
+
+    Args:
+        logits: float32 `(batch, height, width, channels, levels)`.
+        mask: bool, same shape (`reachable_mask`); each pixel needs one True.
+        temperature: > 0; as it goes to 0 the code tends to the hard code of
+            `argmax` over the unmasked buckets.
+        mode: the encoding's mode, "thermometer" or "one_hot".
+
+    Returns:
+        float32 `(batch, height, width, channels * levels)` in [0, 1]: the
+        expected bits under `softmax(logits / temperature)` restricted to
+        the mask.
+    """
+    z = tf.where(mask, logits / temperature, _MASKED)
+    return _to_channels(_bits(tf.nn.softmax(z, axis=-1), mode))
+
+
+def hard_code(buckets: tf.Tensor, levels: int,
+              mode: str = "thermometer") -> tf.Tensor:
+    """float32 `(batch, height, width, channels * levels)` in {0, 1}: the
+    code of int bucket indices `(batch, height, width, channels)`."""
+    return _to_channels(_bits(tf.one_hot(buckets, levels), mode))
+
+
+def pixels_in_buckets(x: tf.Tensor, buckets: tf.Tensor,
+                      levels: int) -> tf.Tensor:
+    """Per pixel, the point of bucket `buckets` (int `(batch, height, width,
+    channels)`) nearest to `x` (float32, same shape, in [0, 1]):
+    `clip(x, t_b, largest float32 below t_{b+1})` (1 for the top bucket).
+    Its `ThermometerEncoding` is exactly `hard_code(buckets)`; it is within
+    eps of `x` (up to float32 rounding) when the bucket is in
+    `reachable_mask(x, eps)`."""
+    t = _thresholds(levels)
+    top = np.append(np.nextafter(t[1:], np.float32(-np.inf)), np.float32(1))
+    x = tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 1.0)
+    return tf.clip_by_value(x, tf.gather(t, buckets), tf.gather(top, buckets))
+
+
+def _ls_pga_loop(body, y, mask, logits, steps, logit_step, anneal,
+                 temperature, mode):
+    for _ in tf.range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            code = relaxed_encoding(logits, mask, temperature, mode)
+            loss = tf.reduce_sum(_core.per_example_loss(
+                _core.call_model(body, code), y, "ce"))
+        logits += logit_step * tf.sign(tape.gradient(loss, logits))
+        temperature /= anneal
+    return logits
+
+
+_LOOP = tf.function(_ls_pga_loop, reduce_retracing=True)
+
+
+def _check_args(eps, steps, logit_step, anneal, temperature):
+    _core.validate(eps=eps, steps=steps)
+    for name, value, low in (("logit_step", logit_step, 0.0),
+                             ("temperature", temperature, 0.0)):
+        if not (np.isfinite(value) and value > low):
+            raise ValueError(f"{name} must be a finite number > 0; got "
+                             f"{value!r}")
+    if not (np.isfinite(anneal) and anneal >= 1.0):
+        raise ValueError(f"anneal must be a finite number >= 1 (the "
+                         f"temperature is divided by it each step); got "
+                         f"{anneal!r}")
+
+
+def ls_pga_buckets(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None,
+                   *, eps: float, steps: int, logit_step: float = 1.0,
+                   anneal: float = 1.2, temperature: float = 1.0,
+                   rand_init: bool = True, seed: int | None = None
+                   ) -> tf.Tensor:
+    """LS-PGA's discretised result as bucket indices, int32 `(batch, height,
+    width, channels)`, each in `reachable_mask(x, eps)`; arguments, errors
+    and reference as `ls_pga`."""
+    _check_args(eps, steps, logit_step, anneal, temperature)
+    encoder, body = split_thermometer(model)
+    _core.check_inputs(x, y, 0.0, 1.0)
+    x = tf.cast(x, tf.float32)
+    y = (_core.default_labels(model, x) if y is None
+         else tf.cast(y, tf.int32))
+    mask = reachable_mask(x, eps, encoder.levels)
+    shape = tf.shape(mask)
+    pair = _core.seed_pair(seed, 0)
+    if not rand_init:
+        logits = tf.zeros(shape)
+    elif pair is None:
+        logits = tf.random.normal(shape)
+    else:
+        logits = tf.random.stateless_normal(shape, pair)
+    logits = _LOOP(body, y, mask, logits, int(steps), _core.as_scalar(
+        logit_step), _core.as_scalar(anneal), _core.as_scalar(temperature),
+        encoder.mode)
+    return tf.argmax(tf.where(mask, logits, -np.inf), axis=-1,
+                     output_type=tf.int32)
+
+
+def ls_pga(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None, *,
+           eps: float, steps: int, logit_step: float = 1.0,
+           anneal: float = 1.2, temperature: float = 1.0,
+           rand_init: bool = True, seed: int | None = None) -> tf.Tensor:
+    """LS-PGA (Buckman et al. 2018, Alg. 3), L-inf, returned in pixels.
+
+    Args:
+        model: a thermometer-encoded network (see `split_thermometer`); the
+            attack differentiates its body, called with `training=False`.
+        x: float32 `(batch, height, width, channels)` in [0, 1].
+        y: int `(batch,)` true labels, or None for the model's predictions.
+        eps: L-inf budget on the [0, 1] scale, >= 0.
+        steps: ascent steps, >= 1 (7 in the reference training code).
+        logit_step: size of the signed ascent step on the bucket logits,
+            > 0 (logit units, not pixels).
+        anneal: >= 1, the softmax temperature is divided by it after every
+            step (1.2 in the reference code).
+        temperature: initial softmax temperature, > 0 (1 there).
+        rand_init: start from N(0, 1) bucket logits, else from zeros.
+        seed: int for a reproducible start; None uses the global generator.
+
+    Returns:
+        `x_adv` float32, the shape of `x`, in [0, 1], `|x_adv - x| <= eps`
+        (up to float32 rounding), whose thermometer code is the discretised
+        LS-PGA code (see `pixels_in_buckets`).
+
+    Raises:
+        ValueError: bad `eps`, `steps`, `logit_step`, `anneal` or
+            `temperature`, `x` outside [0, 1] or not rank 4, or a `model`
+            without a leading `ThermometerEncoding`.
+    """
+    buckets = ls_pga_buckets(
+        model, x, y, eps=eps, steps=steps, logit_step=logit_step,
+        anneal=anneal, temperature=temperature, rand_init=rand_init,
+        seed=seed)
+    levels = split_thermometer(model)[0].levels
+    x_adv = pixels_in_buckets(x, buckets, levels)
+    return tf.cast(x_adv, tf.convert_to_tensor(x).dtype)
+
+
+@keras.saving.register_keras_serializable(package="robust_recipes")
+class ThermometerTrainer(trainer.AdversarialTrainer):
+    """Trains a thermometer-encoded `net` on LS-PGA examples mixed with
+    clean ones (Buckman et al. 2018, adversarial training on LS-PGA).
+
+    Each step crafts `x_adv = ls_pga(net, x, y, **attack)` (stopped
+    gradient) and takes the stock Keras step on `alpha * CE(x) + (1 - alpha)
+    * CE(x_adv)` (`[x; x_adv]` with weights `2 alpha` and `2 (1 - alpha)`);
+    `alpha = 0` trains on `x_adv` only. Cost per step: `steps` forward and
+    backward passes of the body on the batch, then one training pass on
+    twice the batch (once when `alpha = 0`). Validation is clean.
+
+    Args:
+        net: see `split_thermometer`; maps float32 `(batch, height, width,
+            channels)` in [0, 1] to logits `(batch, classes)`.
+        attack: `{"name": "ls_pga", "eps": ..., "steps": ..., ...}` with the
+            keyword arguments of `ls_pga` (`LS_PGA_ARGS`).
+        alpha: clean-loss weight in [0, 1).
+        **kwargs: passed to `keras.Model`.
+
+    Raises:
+        ValueError: attack name not "ls_pga", unknown attack keys, bad
+            attack values, `alpha` outside [0, 1), or a `net` without a
+            leading `ThermometerEncoding`.
+    """
+
+    def __init__(self, net: keras.Model, attack: Mapping[str, Any],
+                 alpha: float = 0.5, **kwargs):
+        attack = dict(attack)
+        if attack.get("name") != "ls_pga":
+            raise ValueError(f"attack name must be 'ls_pga'; got "
+                             f"{attack.get('name')!r}")
+        params = {k: v for k, v in attack.items() if k != "name"}
+        unknown = sorted(set(params) - set(LS_PGA_ARGS))
+        if unknown or not {"eps", "steps"} <= set(params):
+            raise ValueError(f"ls_pga attack keys must include eps and "
+                             f"steps, from {LS_PGA_ARGS}; got {sorted(params)}")
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1); got {alpha!r}")
+        _check_args(params["eps"], params["steps"],
+                    params.get("logit_step", 1.0), params.get("anneal", 1.2),
+                    params.get("temperature", 1.0))
+        split_thermometer(net)
+        super().__init__(net, attack=None, alpha=alpha, **kwargs)
+        self.attack = attack
+        self._ls_pga = functools.partial(ls_pga, **params)
+
+    def adversarial_batch(self, data):
+        """The `(x, y, sample_weight)` the step trains on: `x` then its
+        LS-PGA image along the batch axis (only the latter if alpha = 0)."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_adv = tf.stop_gradient(self._ls_pga(self.net, x, y))
+        if self.alpha == 0.0:
+            return keras.utils.pack_x_y_sample_weight(x_adv, y, sample_weight)
+        if sample_weight is None:
+            sample_weight = tf.ones(tf.shape(y)[:1], tf.float32)
+        weights = tf.concat([2.0 * self.alpha * sample_weight,
+                             2.0 * (1.0 - self.alpha) * sample_weight], 0)
+        return tf.concat([x, x_adv], 0), tf.concat([y, y], 0), weights
+
+    def train_step(self, data):
+        # The parent step (attack=None) leaves the batch as given.
+        return super().train_step(self.adversarial_batch(data))
+
+
+def from_recipe(cfg, net: keras.Model):
+    """(`ThermometerTrainer`, loss, metrics) for `train.method ==
+    "thermometer"`: `cfg.attack` is the ls_pga section, `cfg.train.alpha`
+    the clean weight, `cfg.train.label_smoothing` the loss's."""
+    return (ThermometerTrainer(net, cfg.attack.to_dict(), cfg.train.alpha),
+            trainer.classification_loss(cfg.train.label_smoothing),
+            ["accuracy"])
