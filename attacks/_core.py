@@ -125,7 +125,10 @@ def per_example_loss(logits: tf.Tensor, y: tf.Tensor, loss: str) -> tf.Tensor:
 
 def _batch_norm(v: tf.Tensor, norm: str) -> tf.Tensor:
     """Per-example norm of `v`, shape `(batch, 1, 1, 1)`."""
-    axes = tf.range(1, tf.rank(v))
+    # Static axes when the rank is known keep the static shape (a dynamic
+    # axis list makes every kept dim unknown: (batch, None, None, None)).
+    axes = (list(range(1, v.shape.rank)) if v.shape.rank is not None
+            else tf.range(1, tf.rank(v)))
     if norm == "inf":
         return tf.reduce_max(tf.abs(v), axis=axes, keepdims=True)
     return tf.sqrt(tf.reduce_sum(tf.square(v), axis=axes, keepdims=True))

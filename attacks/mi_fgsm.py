@@ -28,7 +28,7 @@ def _mi_loop(model, x, y, eps, step_size, mu, steps, clip_min, clip_max,
     sign = -1.0 if targeted else 1.0
     x_adv = x
     g = tf.zeros_like(x)
-    axes = tf.range(1, tf.rank(x))
+    axes = list(range(1, x.shape.rank))  # static: keeps x_adv's shape
     for _ in tf.range(steps):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)

@@ -175,3 +175,17 @@ def test_illc_reaches_least_likely_class(fmnist_cnn, fmnist_test):
         assert np.abs(x_adv - x).max() <= 0.2 + 1e-6
         hit = np.argmax(model.predict(x_adv, verbose=0), 1) == y_ll
         assert hit.mean() >= floor, (floor, hit.mean())
+
+
+def test_mi_fgsm_keeps_single_channel_shapes():
+    """Regression: a dynamic reduction axis made the loop's iterate
+    (batch, H, W, None) on 1-channel images, which tf.while_loop rejects."""
+    import keras
+    import numpy as np
+
+    net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    x_adv = mi_fgsm(net, x, np.arange(4) % 3, eps=0.1, steps=3)
+    assert x_adv.shape == x.shape
+    assert float(np.abs(x_adv - x).max()) <= 0.1 + 1e-6
