@@ -32,7 +32,9 @@ _WORKDIR, _STRATEGY, _TPU = (run_flags.WORKDIR, run_flags.STRATEGY,
 _ATTACK = flags.DEFINE_string("attack", None, "Attack name (default: pgd).")
 _EPS = flags.DEFINE_float("eps", None, "Budget on the [0, 1] pixel scale.")
 _STEP_SIZE = flags.DEFINE_float("step_size", None, "Step size, [0, 1] scale.")
-_STEPS = flags.DEFINE_integer("steps", None, "Attack iterations.")
+_STEPS = flags.DEFINE_list(
+    "steps", None, "Attack iterations; a list (e.g. 10,100,1000) for "
+    "--suite=caad_targeted and --curves.")
 _NORM = flags.DEFINE_enum("norm", None, ["inf", "2"], "Threat-model norm.")
 _RESTARTS = flags.DEFINE_integer("restarts", None, "Random restarts.")
 _TARGETED = flags.DEFINE_bool("targeted", None, "Random wrong target label.")
@@ -46,6 +48,22 @@ _NUM = flags.DEFINE_integer("num_examples", None, "First N test images.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts/targets.")
 _OUTPUT = flags.DEFINE_string("output", None, "Report path (JSON).")
+_SUITE = flags.DEFINE_enum(
+    "suite", None, ["caad_targeted", "caad_blackbox", "autoattack_like",
+                    "seed_lectures"],
+    "Run a named attacker suite of attacks/suites.py instead of one attack "
+    "(resumable: rerun the same command after an interruption).")
+_TRANSFER_FROM = flags.DEFINE_list(
+    "transfer_from", [], "Surrogate .keras models: the caad_blackbox "
+    "suite's crafting models.")
+_CAAD_INPUT = flags.DEFINE_string(
+    "caad_input_dir", None, "CAAD submission mode: classify the PNGs of "
+    "this directory and write --caad_output (filename,label lines).")
+_CAAD_OUTPUT = flags.DEFINE_string("caad_output", None,
+                                   "CSV written by --caad_input_dir.")
+_LABEL_OFFSET = flags.DEFINE_integer(
+    "label_offset", 0, "Added to predicted labels in CAAD mode (1 for the "
+    "1001-class Inception indexing).")
 
 
 def _settings() -> tuple[dict, pathlib.Path, pathlib.Path]:
@@ -76,7 +94,7 @@ def _attack_config(cfg: dict) -> dict:
             # eps there would project onto an L2 ball, so only --eps sets it.
             del attack["eps"]
     overrides = {"name": _ATTACK.value, "eps": _EPS.value,
-                 "step_size": _STEP_SIZE.value, "steps": _STEPS.value,
+                 "step_size": _STEP_SIZE.value, "steps": _single_steps(),
                  "norm": _NORM.value, "restarts": _RESTARTS.value,
                  "targeted": _TARGETED.value, "loss": _LOSS.value}
     attack.update({k: v for k, v in overrides.items() if v is not None})
@@ -87,6 +105,26 @@ def _attack_config(cfg: dict) -> dict:
     if _BPDA.value:
         attack["bpda"] = True
     return attack
+
+
+def _steps_list() -> list[int] | None:
+    if _STEPS.value is None:
+        return None
+    try:
+        steps = [int(v) for v in _STEPS.value]
+    except ValueError:
+        raise app.UsageError(f"--steps must be integers; got {_STEPS.value}")
+    if not steps or min(steps) < 1:
+        raise app.UsageError(f"--steps must be >= 1; got {_STEPS.value}")
+    return steps
+
+
+def _single_steps() -> int | None:
+    steps = _steps_list()
+    if steps is not None and len(steps) != 1:
+        raise app.UsageError(f"one attack takes one --steps value; got "
+                             f"{_STEPS.value} (lists are for --suite)")
+    return None if steps is None else steps[0]
 
 
 def _needs_eps(name: str) -> bool:
@@ -121,31 +159,108 @@ def main(argv):
     strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
     import keras
 
-    import attacks
     import data
     import layers  # noqa: F401  (registers the defense layers for loading)
-    from evaluation import attack_label, robust_accuracy
     from trainer import AdversarialTrainer
 
+    # ----------------------------------------------------- model and data
     cfg, model_path, report_dir = _settings()
+    with strategy.scope():
+        model = keras.saving.load_model(model_path)
+    if isinstance(model, AdversarialTrainer):
+        model = model.net
+    if _CAAD_INPUT.value:
+        return _caad_submission(model)
     data_cfg = cfg.get("data", {})
     dataset_name = _DATASET.value or data_cfg.get("name")
     if not dataset_name:
         raise app.UsageError("--dataset is required without a recipe config")
-    attack = _attack_config(cfg)
-    targeted = bool(attack.get("targeted"))
+    suite = _suite_spec() if _SUITE.value else None
     batch = _BATCH.value or cfg.get("eval", {}).get("batch_size") or 500
-    num = _NUM.value or cfg.get("eval", {}).get("num_examples")
+    num = (_NUM.value or (suite and suite.default_num_examples)
+           or cfg.get("eval", {}).get("num_examples"))
     ds = data.get_dataset(
         dataset_name, "test", batch_size=batch, num_examples=num,
         data_dir=data_cfg.get("data_dir"),
         image_size=data_cfg.get("image_size"),
         channels=data_cfg.get("channels"))
-    with strategy.scope():
-        model = keras.saving.load_model(model_path)
-    if isinstance(model, AdversarialTrainer):
-        model = model.net
-    total = num or data.get_info(dataset_name).num_test
+    info = data.get_info(dataset_name)
+
+    # ------------------------------------------------------------ measure
+    if suite is not None:
+        return _suite(suite, model, model_path, ds, info, dataset_name, num,
+                      report_dir)
+    _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
+                   batch, strategy, report_dir)
+
+
+def _caad_submission(model) -> None:
+    """CAAD / NIPS'17 defense mode: PNG directory in, `filename,label` out."""
+    from evaluation.caad_submission import predict_directory
+
+    if not _CAAD_OUTPUT.value:
+        raise app.UsageError("--caad_input_dir needs --caad_output=FILE.csv")
+    n = predict_directory(model, _CAAD_INPUT.value, _CAAD_OUTPUT.value,
+                          batch_size=_BATCH.value or 100,
+                          label_offset=_LABEL_OFFSET.value)
+    print(f"wrote {n} predictions to {_CAAD_OUTPUT.value}")
+
+
+def _suite_spec():
+    """The --suite at the --eps / --steps of the flags."""
+    from attacks.suites import get_suite
+
+    steps = _steps_list()
+    if steps is not None and _SUITE.value != "caad_targeted":
+        steps = _single_steps()
+    try:
+        return get_suite(_SUITE.value, eps=_EPS.value, steps=steps,
+                         surrogates=len(_TRANSFER_FROM.value))
+    except ValueError as e:
+        raise app.UsageError(str(e))
+
+
+def _suite(suite, model, model_path, ds, info, dataset_name, num,
+           report_dir):
+    """Runs `suite`, appending per-batch results to a log that a rerun of
+    the same command continues; writes a JSON report and a Markdown
+    summary."""
+    import keras
+
+    from evaluation.suites import run_suite, to_markdown
+
+    surrogates = [keras.saving.load_model(p) for p in _TRANSFER_FROM.value]
+    label = f"suite_{suite.name}_eps{suite.eps:.4f}"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    log = report_dir / f"{label}.partial.jsonl"
+    identity = {"model": str(model_path), "dataset": dataset_name,
+                "num_examples": num, "surrogates": _TRANSFER_FROM.value}
+    if log.exists():
+        print(f"resuming from {log}")
+    start = time.time()
+    result = run_suite(model, ds.as_numpy_iterator(), suite,
+                       num_classes=info.num_classes, surrogates=surrogates,
+                       seed=_SEED.value, log_path=log, identity=identity)
+    report = {**identity, "split": "test", **result,
+              "seconds": round(time.time() - start, 1)}
+    path = _report_path(report_dir, label)
+    path.write_text(json.dumps(report, indent=2))
+    log.rename(path.with_suffix(".jsonl"))
+    summary = to_markdown(result)
+    path.with_suffix(".md").write_text(summary)
+    print("\n" + summary + f"\nreport: {path}")
+
+
+def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
+                   batch, strategy, report_dir):
+    """One attack (the recipe's eval attack, flags override) over the test
+    split, under `strategy`."""
+    import attacks
+    from evaluation import attack_label, robust_accuracy
+
+    attack = _attack_config(cfg)
+    targeted = bool(attack.get("targeted"))
+    total = num or info.num_test
     attack_fn = attacks.from_config(
         {k: v for k, v in attack.items() if k != "bpda"})
     if attack.get("bpda"):  # gradients from the straight-through copy
@@ -157,8 +272,7 @@ def main(argv):
             return base_fn(surrogate, x, y, **kwargs)
     start = time.time()
     result = robust_accuracy(
-        model, ds, attack_fn,
-        num_classes=data.get_info(dataset_name).num_classes,
+        model, ds, attack_fn, num_classes=info.num_classes,
         targeted=targeted, strategy=strategy, seed=_SEED.value,
         steps=-(-total // batch), eager=attack["name"] in attacks.EAGER_ONLY)
     label = attack_label(attack)

@@ -2,6 +2,7 @@
 overwriting, flags over the recipe's threat model."""
 
 import json
+import pathlib
 import sys
 from unittest import mock
 
@@ -99,3 +100,43 @@ def test_bpda_flag_breaks_a_thermometer_model_that_masks_gradients(
     assert bpda["clean_acc"] > 0.6
     assert bpda["robust_acc"] < bpda["clean_acc"] - 0.3
     assert bpda["max_linf"] <= 0.1 + 1e-6
+
+
+def test_suite_report_markdown_and_resume(workdir, capsys):
+    args = [f"--workdir={workdir}", "--suite=caad_targeted", "--eps=0.1",
+            "--steps=1,3", "--batch_size=32", "--num_examples=64"]
+    run_evaluate(*args)
+    out = capsys.readouterr().out
+    assert "pgd-3_targeted" in out and "Clean accuracy" in out
+    stem = str(workdir / "reports" / "suite_caad_targeted_eps0.1000")
+    report = json.loads(pathlib.Path(stem + ".json").read_text())
+    assert report["n"] == 64 and set(report["attackers"]) == {
+        "pgd-1_targeted", "pgd-3_targeted"}
+    assert pathlib.Path(stem + ".md").exists()
+    # An interrupted rerun: its log holds the header and the first batch.
+    lines = pathlib.Path(stem + ".jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    partial = pathlib.Path(stem + ".partial.jsonl")
+    partial.write_text("\n".join(lines[:2]) + "\n")
+    run_evaluate(*args)
+    assert "resuming from" in capsys.readouterr().out
+    again = json.loads((workdir / "reports" /
+                        "suite_caad_targeted_eps0.1000_1.json").read_text())
+    assert again["attackers"] == report["attackers"]
+    assert not partial.exists()
+
+
+def test_caad_submission_mode(workdir, tmp_path, fmnist_test):
+    import tensorflow as tf
+
+    images = tmp_path / "png"
+    images.mkdir()
+    for i in range(5):
+        png = tf.io.encode_png(
+            tf.cast(fmnist_test[0][i] * 255, tf.uint8)).numpy()
+        (images / f"img{i}.png").write_bytes(png)
+    out = tmp_path / "pred.csv"
+    run_evaluate(f"--workdir={workdir}", f"--caad_input_dir={images}",
+                 f"--caad_output={out}")
+    rows = out.read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("img0.png,")
