@@ -16,8 +16,12 @@ Command:  python train.py --recipe=distillation_cnn_fmnist --workdir=/tmp/d
 Then:     python evaluate.py --workdir=/tmp/d   (plus --attack=cw_l2 ...)
 Smoke:    python train.py --recipe=distillation_cnn_fmnist:smoke --workdir=/tmp/s
 The teacher lands in <workdir>/teacher/, the student in <workdir>/.
-Hardware and numbers: see results/distillation_cnn_fmnist/ and the README
-model zoo (written from the evaluate.py reports).
+Hardware and numbers (results/distillation_cnn_fmnist/, README model zoo):
+on a 2-core CPU (shared) teacher 4 min 23 s + student 5 min 03 s; on the 10k
+test images clean 88.20%, FGSM 81.47%, PGD-20 80.76% (the cross-entropy
+gradient vanishes), while C&W L2 succeeds on 100% of the first 500 and
+PGD-100 with the C&W margin loss leaves 10.20% of the first 1000: the
+defense masks gradients, as Carlini & Wagner found.
 """
 
 import ml_collections

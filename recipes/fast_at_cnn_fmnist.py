@@ -16,8 +16,12 @@ gradient passes here against PGD-4's 5.
 Command:  python train.py --recipe=fast_at_cnn_fmnist --workdir=/tmp/fast
 Then:     python evaluate.py --workdir=/tmp/fast
 Smoke:    python train.py --recipe=fast_at_cnn_fmnist:smoke --workdir=/tmp/s
-Hardware and numbers: see results/fast_at_cnn_fmnist/ and the README model
-zoo (written from the evaluate.py reports).
+Hardware and numbers (results/fast_at_cnn_fmnist/, README model zoo): on a
+2-core CPU (shared with other jobs) the fit took 3 min 57 s against
+pgd_at_cnn_fmnist's 7 min 02 s; on the 10k test images clean 86.60%, FGSM
+78.12%, PGD-20 73.99% (PGD-AT: 74.72%, so within 1 point), and on the first
+1000 PGD-100 x 5 restarts 73.30%, PGD-100 with the C&W loss 74.00%. The
+overfitting check never fired (held-out PGD-10 accuracy 0.65 -> 0.77).
 """
 
 import ml_collections
