@@ -56,6 +56,14 @@ _SUITE = flags.DEFINE_enum(
 _TRANSFER_FROM = flags.DEFINE_list(
     "transfer_from", [], "Surrogate .keras models: the caad_blackbox "
     "suite's crafting models.")
+_SANITY = flags.DEFINE_integer(
+    "sanity_examples", 200, "Gradient-masking sanity checks (accuracy vs "
+    "eps and vs iterations, with PNG plots; white-box vs FGSM and Square; "
+    "input gradients) on the first N test images; 0 skips them.")
+_TRANSFER_MATRIX = flags.DEFINE_bool(
+    "transfer_matrix", False, "Also write the transfer matrix (rows: "
+    "source, columns: target, cells: error rate) of this model and "
+    "--transfer_from under the attack, on --sanity_examples images.")
 _CAAD_INPUT = flags.DEFINE_string(
     "caad_input_dir", None, "CAAD submission mode: classify the PNGs of "
     "this directory and write --caad_output (filename,label lines).")
@@ -281,7 +289,18 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
               "seconds": round(time.time() - start, 1),
               "strategy": _STRATEGY.value}
     path = _report_path(report_dir, label)
+    markdown = [f"## {label} on `{model_path}`", "",
+                "| examples | clean acc | robust acc | max L-inf |",
+                "|---|---|---|---|",
+                f"| {result['n']} | {result['clean_acc']:.4f} | "
+                f"{result['robust_acc']:.4f} | {result['max_linf']:.4f} |"]
+    if _SANITY.value:
+        report["sanity"] = _sanity_checks(model, ds, attack, path, markdown)
+    if _TRANSFER_MATRIX.value:
+        report["transfer_matrix"] = _transfer_matrix(model, model_path, ds,
+                                                     attack, markdown)
     path.write_text(json.dumps(report, indent=2))
+    path.with_suffix(".md").write_text("\n".join(markdown) + "\n")
     rows = [("examples", f"{result['n']}"),
             ("clean_acc", f"{result['clean_acc']:.4f}"),
             (f"robust_acc ({label})", f"{result['robust_acc']:.4f}")]
@@ -291,7 +310,84 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
     rows.append(("max |x_adv - x|_inf", f"{result['max_linf']:.4f}"))
     width = max(len(r[0]) for r in rows)
     print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-    print(f"report: {path}")
+    print(f"report: {path} (summary: {path.with_suffix('.md').name})")
+
+
+def _first_examples(ds, n):
+    """The first `n` images of `ds` as numpy arrays (x, y)."""
+    import numpy as np
+
+    xs, ys = [], []
+    for x, y in ds.as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+        if sum(len(v) for v in ys) >= n:
+            break
+    return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
+
+
+def _sanity_checks(model, ds, attack, path, markdown) -> dict:
+    """Athalye et al. 2018 / Carlini et al. 2019 gradient-masking checks on
+    the first --sanity_examples images, with the curves as PNG plots."""
+    import dataclasses
+
+    import attacks
+    from evaluation import curves, sanity_checks
+
+    x, y = _first_examples(ds, _SANITY.value)
+    gradient_based = (attack.get("eps") is not None
+                      and attack["name"] not in curves.EXCLUDED
+                      and attack["name"] not in ("square", "spsa"))
+    if not gradient_based:  # minimum-norm / score-based: gradients only
+        checks = [sanity_checks.gradient_check(
+            attacks.with_straight_through(model) if attack.get("bpda")
+            else model, x, y)]
+        out = {"checks": checks}
+    else:
+        cfg = {k: v for k, v in attack.items() if k != "seed"}
+        square = {"name": "square", "eps": attack["eps"],
+                  "norm": attack.get("norm", "inf"), "steps": 1000}
+        out = sanity_checks.run_all(model, x, y, cfg,
+                                    others={"square-1000": square})
+    markdown += ["", f"### Gradient-masking sanity checks (first {len(y)} "
+                 "images)", "", "```", sanity_checks.summary(out["checks"]),
+                 "```"]
+    for key, xlabel, log_x in (("eps_curve", "eps", False),
+                               ("steps_curve", "steps", True)):
+        curve = out.get(key)
+        if not curve:
+            continue
+        png = path.with_name(f"{path.stem}_{key}.png")
+        curves.plot_curve(curve[xlabel], curve["acc"], png, xlabel=xlabel,
+                          ylabel="robust accuracy", log_x=log_x,
+                          title=f"{path.stem}: accuracy vs {xlabel}")
+        markdown += ["", f"![accuracy vs {xlabel}]({png.name})", "",
+                     f"{xlabel}: {curve[xlabel]}  ",
+                     f"accuracy: {[round(a, 4) for a in curve['acc']]}"]
+    failed = [c.name for c in out["checks"] if not c.passed]
+    if failed:
+        print(f"WARNING: sanity checks failed: {failed} (see the report)")
+    return {**out, "checks": [dataclasses.asdict(c) for c in out["checks"]],
+            "examples": int(len(y))}
+
+
+def _transfer_matrix(model, model_path, ds, attack, markdown) -> dict:
+    """This model and the --transfer_from ones, crafted on each (rows) and
+    evaluated on each (columns), Szegedy et al. 2014 Table 3 form."""
+    import keras
+
+    from evaluation.transfer_matrix import to_markdown, transfer_matrix
+
+    if not _TRANSFER_FROM.value:
+        raise app.UsageError("--transfer_matrix needs --transfer_from")
+    models = {"this model": model}
+    for p in _TRANSFER_FROM.value:
+        models[p] = keras.saving.load_model(p)
+    x, y = _first_examples(ds, _SANITY.value or 200)
+    result = transfer_matrix(models, x, y, {k: v for k, v in attack.items()
+                                            if k not in ("seed", "bpda")})
+    markdown += ["", "### Transfer matrix (error %)", "", to_markdown(result)]
+    return result
 
 
 if __name__ == "__main__":

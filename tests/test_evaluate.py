@@ -40,6 +40,29 @@ def test_report_follows_the_recipe_threat_model(workdir, capsys):
     assert report["attack"]["eps"] == 0.1 and report["attack"]["steps"] == 2
     assert 0 <= report["robust_acc"] <= report["clean_acc"] <= 1
     assert report["max_linf"] <= 0.1 + 1e-6
+    # gradient-masking checks come with every evaluation, plots included
+    names = [c["name"] for c in report["sanity"]["checks"]]
+    assert names == ["eps_curve", "steps_curve", "whitebox_beats",
+                     "gradient"], names
+    assert report["sanity"]["eps_curve"]["acc"][-1] <= 0.05  # eps = 1
+    for suffix in ("_eps_curve.png", "_steps_curve.png"):
+        assert (workdir / "reports" / f"pgd-2_linf_eps0.1000{suffix}"
+                ).read_bytes()[:4] == b"\x89PNG"
+    md = (workdir / "reports" / "pgd-2_linf_eps0.1000.md").read_text()
+    assert "sanity checks" in md and "checks passed" in md
+
+
+def test_transfer_matrix_flag(workdir, tmp_path):
+    run_evaluate(f"--workdir={workdir}", "--transfer_matrix",
+                 f"--transfer_from={workdir / 'model.keras'}",
+                 "--sanity_examples=32", "--num_examples=32",
+                 "--output=" + str(tmp_path / "tm.json"))
+    report = json.loads((tmp_path / "tm.json").read_text())
+    matrix = report["transfer_matrix"]
+    assert len(matrix["names"]) == 2 and len(matrix["error"]) == 2
+    # the same network twice: transfer equals white-box
+    assert matrix["error"][0][1] == pytest.approx(matrix["error"][0][0],
+                                                  abs=0.05)
 
 
 def test_flags_override_and_reports_are_never_overwritten(workdir):
