@@ -64,6 +64,10 @@ _TRANSFER_MATRIX = flags.DEFINE_bool(
     "transfer_matrix", False, "Also write the transfer matrix (rows: "
     "source, columns: target, cells: error rate) of this model and "
     "--transfer_from under the attack, on --sanity_examples images.")
+_DESTRUCTION = flags.DEFINE_bool(
+    "destruction", False, "Also write the destruction rates (Kurakin et "
+    "al. 2017) of JPEG, blur, noise, brightness/contrast and resize on the "
+    "attack's adversarial examples of the first --sanity_examples images.")
 _CAAD_INPUT = flags.DEFINE_string(
     "caad_input_dir", None, "CAAD submission mode: classify the PNGs of "
     "this directory and write --caad_output (filename,label lines).")
@@ -299,6 +303,8 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
     if _TRANSFER_MATRIX.value:
         report["transfer_matrix"] = _transfer_matrix(model, model_path, ds,
                                                      attack, markdown)
+    if _DESTRUCTION.value:
+        report["destruction"] = _destruction(model, ds, attack_fn, markdown)
     path.write_text(json.dumps(report, indent=2))
     path.with_suffix(".md").write_text("\n".join(markdown) + "\n")
     rows = [("examples", f"{result['n']}"),
@@ -369,6 +375,23 @@ def _sanity_checks(model, ds, attack, path, markdown) -> dict:
         print(f"WARNING: sanity checks failed: {failed} (see the report)")
     return {**out, "checks": [dataclasses.asdict(c) for c in out["checks"]],
             "examples": int(len(y))}
+
+
+def _destruction(model, ds, attack_fn, markdown) -> list[dict]:
+    """Destruction rates of the default transformation grid on this
+    attack's adversarial examples (Kurakin et al. 2017, arXiv 1607.02533)."""
+    from evaluation.destruction_rate import destruction_table
+
+    x, y = _first_examples(ds, _SANITY.value or 200)
+    x_adv = attack_fn(model, x, y).numpy()
+    table = destruction_table(model, x, x_adv, y)
+    markdown += ["", f"### Destruction rates ({len(y)} images)", "",
+                 "| transform | params | rate | destroyed / fooled |",
+                 "|---|---|---|---|"]
+    markdown += [f"| {r['transform']} | {r['params']} | "
+                 f"{'–' if r['rate'] is None else round(r['rate'], 3)} | "
+                 f"{r['numerator']} / {r['denominator']} |" for r in table]
+    return table
 
 
 def _transfer_matrix(model, model_path, ds, attack, markdown) -> dict:

@@ -52,8 +52,8 @@ def test_report_follows_the_recipe_threat_model(workdir, capsys):
     assert "sanity checks" in md and "checks passed" in md
 
 
-def test_transfer_matrix_flag(workdir, tmp_path):
-    run_evaluate(f"--workdir={workdir}", "--transfer_matrix",
+def test_transfer_matrix_and_destruction_flags(workdir, tmp_path):
+    run_evaluate(f"--workdir={workdir}", "--transfer_matrix", "--destruction",
                  f"--transfer_from={workdir / 'model.keras'}",
                  "--sanity_examples=32", "--num_examples=32",
                  "--output=" + str(tmp_path / "tm.json"))
@@ -63,6 +63,11 @@ def test_transfer_matrix_flag(workdir, tmp_path):
     # the same network twice: transfer equals white-box
     assert matrix["error"][0][1] == pytest.approx(matrix["error"][0][0],
                                                   abs=0.05)
+    table = report["destruction"]
+    assert {r["transform"] for r in table} == {
+        "jpeg", "blur", "noise", "brightness_contrast", "resize"}
+    assert all(r["rate"] is None or 0 <= r["rate"] <= 1 for r in table)
+    assert "Destruction rates" in (tmp_path / "tm.md").read_text()
 
 
 def test_flags_override_and_reports_are_never_overwritten(workdir):
