@@ -41,9 +41,16 @@ _TARGETED = flags.DEFINE_bool("targeted", None, "Random wrong target label.")
 _LOSS = flags.DEFINE_enum("loss", None, ["ce", "cw"],
                           "Attack loss: cross-entropy or C&W margin.")
 _BPDA = flags.DEFINE_bool(
-    "bpda", False, "Craft on the straight-through (BPDA) copy of the model: "
-    "non-differentiable layers keep their forward pass and pass gradients "
-    "through (Athalye et al. 2018); accuracy is still the model's own.")
+    "bpda", False, "Craft on the straight-through (BPDA) copy of the model "
+    "(Athalye et al. 2018). Automatic for models with a non-differentiable "
+    "defense layer; this flag forces it for any model.")
+_EOT = flags.DEFINE_integer(
+    "eot_samples", 20, "Draws averaged by EOT, in the attack's gradients and "
+    "in the prediction, for models with a randomized defense layer.")
+_NAIVE = flags.DEFINE_bool(
+    "naive", False, "Attack a defended model as it is (no BPDA / EOT): a "
+    "gradient-masked DEMONSTRATION, labelled as such in the report, never a "
+    "robustness number.")
 _NUM = flags.DEFINE_integer("num_examples", None, "First N test images.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of random starts/targets.")
@@ -273,33 +280,51 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
     attack = _attack_config(cfg)
     targeted = bool(attack.get("targeted"))
     total = num or info.num_test
-    attack_fn = attacks.from_config(
-        {k: v for k, v in attack.items() if k != "bpda"})
-    if attack.get("bpda"):  # gradients from the straight-through copy
-        with strategy.scope():
-            surrogate = attacks.with_straight_through(model)
-        base_fn = attack_fn
+    # Athalye et al. 2018: a non-differentiable defense layer is attacked
+    # through BPDA, a randomized one through EOT with the expected
+    # prediction; --naive skips both and labels the number a demonstration.
+    with strategy.scope():
+        adaptive = attacks.adaptive_model(model, eot_samples=_EOT.value,
+                                          naive=_NAIVE.value)
+    described = adaptive.description
+    attacks.require_adaptive(model, described)
+    if described["bpda"]:
+        attack["bpda"] = True
+    if described["eot_samples"]:
+        attack["eot_samples"] = described["eot_samples"]
+    if described["naive"]:
+        attack["naive"] = True
+    base_fn = attacks.from_config({k: v for k, v in attack.items()
+                                   if k not in ("bpda", "eot_samples",
+                                                "naive")})
 
-        def attack_fn(_, x, y, **kwargs):
-            return base_fn(surrogate, x, y, **kwargs)
+    def attack_fn(_, x, y, **kwargs):  # crafts on the adaptive model
+        return base_fn(adaptive.attack_model, x, y, **kwargs)
     start = time.time()
     result = robust_accuracy(
-        model, ds, attack_fn, num_classes=info.num_classes,
+        adaptive.predict, ds, attack_fn, num_classes=info.num_classes,
         targeted=targeted, strategy=strategy, seed=_SEED.value,
         steps=-(-total // batch), eager=attack["name"] in attacks.EAGER_ONLY)
     label = attack_label(attack)
     report = {"model": str(model_path), "dataset": dataset_name,
               "split": "test", "attack": attack, **result,
+              "threat_model": described,
               "seconds": round(time.time() - start, 1),
               "strategy": _STRATEGY.value}
     path = _report_path(report_dir, label)
-    markdown = [f"## {label} on `{model_path}`", "",
-                "| examples | clean acc | robust acc | max L-inf |",
-                "|---|---|---|---|",
-                f"| {result['n']} | {result['clean_acc']:.4f} | "
-                f"{result['robust_acc']:.4f} | {result['max_linf']:.4f} |"]
+    markdown = [f"## {label} on `{model_path}`", ""]
+    if described["naive"]:
+        markdown += [f"**{NAIVE_WARNING}**", ""]
+        print(f"WARNING: {NAIVE_WARNING}")
+    markdown += ["| examples | clean acc | robust acc | max L-inf |",
+                 "|---|---|---|---|",
+                 f"| {result['n']} | {result['clean_acc']:.4f} | "
+                 f"{result['robust_acc']:.4f} | {result['max_linf']:.4f} |"]
     if _SANITY.value:
-        report["sanity"] = _sanity_checks(model, ds, attack, path, markdown)
+        report["sanity"] = _sanity_checks(
+            adaptive.attack_model if described["eot_samples"] else model, ds,
+            {k: v for k, v in attack.items()
+             if k not in ("eot_samples", "naive")}, path, markdown)
     if _TRANSFER_MATRIX.value:
         report["transfer_matrix"] = _transfer_matrix(model, model_path, ds,
                                                      attack, markdown)
@@ -317,6 +342,11 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
     width = max(len(r[0]) for r in rows)
     print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"report: {path} (summary: {path.with_suffix('.md').name})")
+
+
+NAIVE_WARNING = ("naive: the defended model attacked as it is, without "
+                 "BPDA/EOT - a gradient-masked demonstration, not a "
+                 "robustness number")
 
 
 def _first_examples(ds, n):

@@ -31,6 +31,7 @@ from attacks.rfgsm import rfgsm
 from attacks.spsa import spsa
 from attacks.square import square
 from attacks.transfer import transfer
+from attacks.adaptive import adaptive_model, require_adaptive, threat_model
 
 __all__ = [
     "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l0", "cw_l2", "cw_linf",

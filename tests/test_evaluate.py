@@ -94,12 +94,12 @@ def test_usage_errors(workdir, tmp_path):
         run_evaluate(f"--workdir={tmp_path}")
 
 
-def test_bpda_flag_breaks_a_thermometer_model_that_masks_gradients(
-        tmp_path, fmnist_test):
+def test_thermometer_model_is_attacked_through_bpda_unless_naive(
+        tmp_path, fmnist_test, capsys):
     """A thermometer-encoded CNN (naturally trained on 2000 real images)
-    has no input gradient: naive PGD refuses to report a number, while
-    `--bpda` crafts on the straight-through copy and breaks it (Athalye et
-    al. 2018, Sec. 4.1)."""
+    has no input gradient. evaluate.py attacks it through BPDA on its own
+    (Athalye et al. 2018, Sec. 4.1) and breaks it; --naive attacks it as it
+    is and reports the masked number, flagged as a demonstration."""
     import keras
 
     import models
@@ -118,16 +118,28 @@ def test_bpda_flag_breaks_a_thermometer_model_that_masks_gradients(
     net.save(path)
     args = [f"--model={path}", "--dataset=fashion_mnist", "--eps=0.1",
             "--step_size=0.02", "--steps=10", "--num_examples=200",
-            "--strategy=one_device"]
-    with pytest.raises(ValueError, match="no gradient.*bpda"):
-        run_evaluate(*args)
-    run_evaluate(*args, "--bpda")
-    bpda = json.loads((tmp_path / "reports" /
-                       "pgd-10_linf_eps0.1000_bpda.json").read_text())
-    assert bpda["attack"]["bpda"] is True
-    assert bpda["clean_acc"] > 0.6
-    assert bpda["robust_acc"] < bpda["clean_acc"] - 0.3
+            "--strategy=one_device", "--sanity_examples=100"]
+    run_evaluate(*args)
+    run_evaluate(*args, "--naive")
+    assert "gradient-masked demonstration" in capsys.readouterr().out
+    reports = tmp_path / "reports"
+    bpda = json.loads((reports / "pgd-10_linf_eps0.1000_bpda.json"
+                       ).read_text())
+    naive = json.loads((reports / "pgd-10_linf_eps0.1000_naive.json"
+                        ).read_text())
+    print("thermometer: clean", bpda["clean_acc"], "BPDA",
+          bpda["robust_acc"], "naive", naive["robust_acc"])
+    assert bpda["attack"]["bpda"] is True and naive["attack"]["naive"]
+    assert bpda["threat_model"]["non_differentiable_layers"]
+    assert bpda["clean_acc"] == naive["clean_acc"] > 0.6
+    assert naive["robust_acc"] > naive["clean_acc"] - 0.15  # masked
+    assert bpda["robust_acc"] < naive["robust_acc"] - 0.3
     assert bpda["max_linf"] <= 0.1 + 1e-6
+    # the naive run's gradient check fails and is reported
+    checks = {c["name"]: c["passed"] for c in naive["sanity"]["checks"]}
+    assert checks == {"gradient": False}
+    assert "naive" in (reports / "pgd-10_linf_eps0.1000_naive.md"
+                       ).read_text()
 
 
 def test_suite_report_markdown_and_resume(workdir, capsys):
