@@ -64,6 +64,11 @@ def _row(folder: pathlib.Path) -> str:
         f"{_attack_name(r['attack'])}: {100 * r['robust_acc']:.2f}"
         + ("" if r["n"] == run["test_examples"] else f" (first {r['n']})")
         for r in reports) + (f"; {min_norm}" if min_norm else "")
+    failed = sorted({f"{c['name']} ({_attack_name(r['attack'])})"
+                     for r in every for c in r.get("sanity", {}).get(
+                         "checks", []) if not c["passed"]})
+    if failed:  # evaluate.py's gradient-masking checks (see its report)
+        attacks += f"; sanity checks failed: {', '.join(failed)}"
     worst = min(reports, key=lambda r: r["robust_acc"])
     return (f"| `{folder.name}` | `{run['command']}` | {norm}, eps "
             f"{a['eps']:g} ({255 * a['eps']:.1f}/255), untargeted | "
