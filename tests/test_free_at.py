@@ -12,6 +12,7 @@ import tensorflow as tf
 import free_at
 from free_at import FreeAdversarialTrainer, MinibatchSchedule
 from trainer import classification_loss
+import distribute  # its CPU mirrored strategy avoids collective-key clashes
 
 SHAPE = (4, 4, 1)
 CLASSES = 3
@@ -123,7 +124,7 @@ def test_each_replica_keeps_its_own_delta():
     reference (each replica's input gradient is its examples' own)."""
     eps, replays, lr = 0.3, 3, 0.5
     x, y = _batch()
-    strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+    strategy = distribute.get_strategy("mirrored")
     with strategy.scope():
         model = _trainer(eps, replays, lr)
     assert tuple(model.delta.shape) == (4, *SHAPE)
@@ -193,7 +194,7 @@ def test_a_delta_of_another_replica_count_restarts_from_zero(tmp_path):
     model = _trainer(0.2, 2, 0.5)
     model.train_on_batch(*_batch())
     model.save_weights(tmp_path / "w.weights.h5")
-    strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+    strategy = distribute.get_strategy("mirrored")
     with strategy.scope():
         other = _trainer(0.2, 2, 0.5, seed=3)
         other.load_weights(tmp_path / "w.weights.h5")
