@@ -28,7 +28,10 @@ Smoke:    python train.py --recipe=ensemble_at_cnn_fmnist:smoke \
     --workdir=/tmp/s --recipe.train.static_models="('/tmp/e1/model.keras',)"
 Without static models (the default empty tuple) training stops before its
 first step with an error saying how to pass them. Hardware and
-numbers: not yet run here (the smoke run and a 20-step run work).
+numbers (results/ensemble_at_cnn_fmnist/, README model zoo): two static
+standard CNNs (seeds 1, 2; 2 epochs, 1-1.5 min each), then a 4 min 31 s fit
+on a shared 2-core CPU; clean 90.22%, FGSM 63.21%, white-box PGD-20 43.83%
+(ensemble AT aims at transferred attacks, not white-box PGD).
 """
 
 import ml_collections

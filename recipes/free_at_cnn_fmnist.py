@@ -23,10 +23,10 @@ Evaluation: PGD-20 of step 0.01 from a random start.
 Command:  python train.py --recipe=free_at_cnn_fmnist --workdir=/tmp/free
 Then:     python evaluate.py --workdir=/tmp/free
 Smoke:    python train.py --recipe=free_at_cnn_fmnist:smoke --workdir=/tmp/s
-Hardware and numbers: see results/free_at_cnn_fmnist/ and the README model
-zoo (written from the evaluate.py reports). The full run has not been
-timed yet; in a 50-step probe on the 2-core CPU (shared with another job) a
-step took 1.4x as long as a `trades_cnn_fmnist` step.
+Hardware and numbers (results/free_at_cnn_fmnist/, README model zoo): the
+fit took 22 min 27 s on a 2-core CPU shared with 3-4 other jobs (roughly 2x
+inflated); on the 10k test images clean 89.07%, FGSM 68.10%, PGD-20 50.73%,
+well below pgd_at_cnn_fmnist's 74.72% at this m and epoch budget.
 """
 
 import ml_collections

@@ -17,8 +17,11 @@ evaluation PGD-20 of step 0.01 from a random start.
 Command:  python train.py --recipe=trades_cnn_fmnist --workdir=/tmp/trades
 Then:     python evaluate.py --workdir=/tmp/trades
 Smoke:    python train.py --recipe=trades_cnn_fmnist:smoke --workdir=/tmp/s
-Hardware and numbers: see results/trades_cnn_fmnist/ and the README model
-zoo (written from the evaluate.py reports).
+Hardware and numbers (results/trades_cnn_fmnist/, README model zoo): the
+fit took 13 min 18 s on a 2-core CPU shared with other jobs; on the 10k test
+images clean 84.71%, FGSM 76.53%, PGD-20 74.27%. evaluate.py's sanity check
+found the gradient-free Square-1000 attack stronger than PGD-20 on 200
+images (74.5% vs 76.5%); see the zoo row's Square measurement.
 """
 
 import ml_collections
