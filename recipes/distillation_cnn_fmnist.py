@@ -33,17 +33,9 @@ TEMPERATURE = 100.0
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg)
-    c = common.base_config()
-    c.model.name = "madry_cnn"
-    c.data.name = "fashion_mnist"
-    c.data.global_batch_size = 100
+    c = common.madry_cnn_fmnist()
     c.train.method = "distillation"
     c.train.temperature = TEMPERATURE
-    c.optimizer.learning_rate = 1e-3
-    c.schedule.name = "cosine"
-    c.train.epochs = 4
-    c.eval.attack = common.pgd(eps=0.1, step_size=0.01, steps=20)
     if args.smoke:
-        c.model.kwargs = {"width": 8}
-        common.fmnist_smoke(c)
+        common.madry_cnn_smoke(c)
     return c

@@ -43,10 +43,7 @@ EPS = 0.1  # L-inf, on the [0, 1] pixel scale
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg)
-    c = common.base_config()
-    c.model.name = "madry_cnn"
-    c.data.name = "fashion_mnist"
-    c.data.global_batch_size = 100
+    c = common.madry_cnn_fmnist()
     # FGSM on the source's own predictions (Tramer et al.'s MNIST code).
     c.attack = ml_collections.ConfigDict({"name": "fgsm", "eps": EPS})
     c.train.method = "ensemble"
@@ -55,11 +52,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.adv_weight = 1.0  # Kurakin et al.'s lambda
     c.train.source_selection = "random"  # per batch, uniform (Sec. 4.2)
     c.train.attack_labels = "predicted"
-    c.optimizer.learning_rate = 1e-3
-    c.schedule.name = "cosine"
-    c.train.epochs = 4
-    c.eval.attack = common.pgd(eps=EPS, step_size=0.01, steps=20)
     if args.smoke:
-        c.model.kwargs = {"width": 8}
-        common.fmnist_smoke(c)
+        common.madry_cnn_smoke(c)
     return c

@@ -33,21 +33,15 @@ EPS = 0.1  # L-inf, on the [0, 1] pixel scale
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg)
-    c = common.base_config()
-    c.model.name = "madry_cnn"
-    c.data.name = "fashion_mnist"
-    c.data.global_batch_size = 100
+    c = common.madry_cnn_fmnist()
     c.attack = common.pgd(eps=EPS, step_size=1.25 * EPS, steps=1,
                           rand_init=True)  # FGSM-RS, Wong et al. Alg. 3
     c.optimizer.learning_rate = 2e-3  # the peak of the cycle
     c.schedule.name = "cyclic"
     c.schedule.peak_fraction = 0.4
-    c.train.epochs = 4
     c.train.overfit_check = common.overfit_check(
         attack=common.pgd(eps=EPS, step_size=EPS / 4, steps=10))
-    c.eval.attack = common.pgd(eps=EPS, step_size=0.01, steps=20)
     if args.smoke:
-        c.model.kwargs = {"width": 8}
-        common.fmnist_smoke(c)
+        common.madry_cnn_smoke(c)
         c.attack.steps = 1
     return c

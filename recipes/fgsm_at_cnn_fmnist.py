@@ -29,17 +29,9 @@ EPS = 0.1  # L-inf, on the [0, 1] pixel scale
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg)
-    c = common.base_config()
-    c.model.name = "madry_cnn"
-    c.data.name = "fashion_mnist"
-    c.data.global_batch_size = 100
+    c = common.madry_cnn_fmnist()
     c.attack = ml_collections.ConfigDict({"name": "fgsm", "eps": EPS})
     c.train.alpha = 0.5  # Goodfellow et al. 2015, Eq. 6
-    c.optimizer.learning_rate = 1e-3
-    c.schedule.name = "cosine"
-    c.train.epochs = 4
-    c.eval.attack = common.pgd(eps=EPS, step_size=0.01, steps=20)
     if args.smoke:
-        c.model.kwargs = {"width": 8}
-        common.fmnist_smoke(c)
+        common.madry_cnn_smoke(c)
     return c

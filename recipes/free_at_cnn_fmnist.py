@@ -39,21 +39,13 @@ REPLAYS = 4  # the paper's m
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg)
-    c = common.base_config()
-    c.model.name = "madry_cnn"
-    c.data.name = "fashion_mnist"
-    c.data.global_batch_size = 100
+    c = common.madry_cnn_fmnist()
     # Algorithm 1: FGSM steps of size eps on delta, starting from 0.
     c.attack = common.pgd(eps=EPS, step_size=EPS, steps=1, rand_init=False)
-    c.optimizer.learning_rate = 1e-3
-    c.schedule.name = "cosine"
     c.train.method = "free"
     c.train.replays = REPLAYS
-    c.train.epochs = 4
-    c.eval.attack = common.pgd(eps=EPS, step_size=0.01, steps=20)
     if args.smoke:
-        c.model.kwargs = {"width": 8}
-        common.fmnist_smoke(c)
+        common.madry_cnn_smoke(c)
         c.attack.steps = 1
         c.train.replays = 2
     return c

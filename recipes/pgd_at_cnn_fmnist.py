@@ -32,17 +32,9 @@ TRAIN_STEPS = 4
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg)
-    c = common.base_config()
-    c.model.name = "madry_cnn"
-    c.data.name = "fashion_mnist"
-    c.data.global_batch_size = 100
+    c = common.madry_cnn_fmnist()
     c.attack = common.pgd(eps=EPS, step_size=2.5 * EPS / TRAIN_STEPS,
                           steps=TRAIN_STEPS)
-    c.optimizer.learning_rate = 1e-3
-    c.schedule.name = "cosine"
-    c.train.epochs = 4
-    c.eval.attack = common.pgd(eps=EPS, step_size=0.01, steps=20)
     if args.smoke:
-        c.model.kwargs = {"width": 8}
-        common.fmnist_smoke(c)
+        common.madry_cnn_smoke(c)
     return c

@@ -35,21 +35,13 @@ BETA = 6.0  # 1 / lambda, the paper's choice for its MNIST / CIFAR results
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg)
-    c = common.base_config()
-    c.model.name = "madry_cnn"
-    c.data.name = "fashion_mnist"
-    c.data.global_batch_size = 100
+    c = common.madry_cnn_fmnist()
     # The inner maximisation (norm, eps, step_size, steps; TRADES's own
     # 0.001 * N(0, 1) start replaces rand_init).
     c.attack = common.pgd(eps=EPS, step_size=2.5 * EPS / TRAIN_STEPS,
                           steps=TRAIN_STEPS, rand_init=False)
-    c.optimizer.learning_rate = 1e-3
-    c.schedule.name = "cosine"
     c.train.method = "trades"
     c.train.beta = BETA
-    c.train.epochs = 4
-    c.eval.attack = common.pgd(eps=EPS, step_size=0.01, steps=20)
     if args.smoke:
-        c.model.kwargs = {"width": 8}
-        common.fmnist_smoke(c)
+        common.madry_cnn_smoke(c)
     return c
