@@ -124,6 +124,34 @@ def _check_int(name, value):
             or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
 
+def _prepare(model, x, y, *, eps, clip_min, clip_max, targeted):
+    """The shared prologue of the minimum-norm attacks (cw_l2, cw_linf,
+    cw_l0, lbfgs): checks `eps` (None or >= 0), `clip_min < clip_max`, a
+    target for `targeted=True` and the inputs (`_core.check_inputs`), then
+    returns `(x as a tensor, x as float32, y as int32 (the model's
+    predictions when None), batch size)`.
+
+    Raises:
+        ValueError: any of the checks above, naming the bad value.
+    """
+    if eps is not None:
+        _check_number("eps", eps, positive=False)
+    if not clip_min < clip_max:
+        raise ValueError(
+            f"clip_min must be < clip_max; got clip_min={clip_min!r}, "
+            f"clip_max={clip_max!r}")
+    if targeted and y is None:
+        raise ValueError("targeted=True needs the target labels y; got None")
+    _core.check_inputs(x, y, clip_min, clip_max)
+    x = tf.convert_to_tensor(x)
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = _core.default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    batch = int(x32.shape[0]) if x32.shape[0] is not None \
+        else int(tf.shape(x32)[0])
+    return x, x32, y, batch
+
 
 def _check_number(name, value, *, positive):
     ok = isinstance(value, (int, float, np.integer, np.floating)) \
@@ -211,25 +239,10 @@ def cw_l2(
     _check_number("learning_rate", learning_rate, positive=True)
     _check_int("binary_search_steps", binary_search_steps)
     _check_int("steps", steps)
-    if eps is not None:
-        _check_number("eps", eps, positive=False)
-    if not clip_min < clip_max:
-        raise ValueError(
-            f"clip_min must be < clip_max; got clip_min={clip_min!r}, "
-            f"clip_max={clip_max!r}")
-    if targeted and y is None:
-        raise ValueError("targeted=True needs the target labels y; got None")
-    _core.check_inputs(x, y, clip_min, clip_max)
+    x, x32, y, batch = _prepare(model, x, y, eps=eps, clip_min=clip_min,
+                                clip_max=clip_max, targeted=targeted)
     del seed  # deterministic attack
-
-    x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
-    x32 = tf.cast(x, tf.float32)
-    if y is None:
-        y = _core.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
-    batch = int(x32.shape[0]) if x32.shape[0] is not None \
-        else int(tf.shape(x32)[0])
     if batch == 0:
         return tf.identity(x)
 

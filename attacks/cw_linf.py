@@ -64,7 +64,7 @@ import tensorflow as tf
 
 from attacks import _core
 from attacks._registry import register_attack
-from attacks.cw import (_ADAM_B1, _ADAM_B2, _ADAM_EPS, _check_int,
+from attacks.cw import (_ADAM_B1, _prepare, _ADAM_B2, _ADAM_EPS, _check_int,
                         _check_number, _from_tanh_space, _margins,
                         _to_tanh_space)
 
@@ -263,24 +263,10 @@ def cw_linf(
     _check_int("steps", steps)
     _check_number("learning_rate", learning_rate, positive=True)
     _check_int("max_rounds", max_rounds)
-    if eps is not None:
-        _check_number("eps", eps, positive=False)
-    if not clip_min < clip_max:
-        raise ValueError(
-            f"clip_min must be < clip_max; got clip_min={clip_min!r}, "
-            f"clip_max={clip_max!r}")
-    if targeted and y is None:
-        raise ValueError("targeted=True needs the target labels y; got None")
-    _core.check_inputs(x, y, clip_min, clip_max)
+    x, x32, y, batch = _prepare(model, x, y, eps=eps, clip_min=clip_min,
+                                clip_max=clip_max, targeted=targeted)
     del seed  # deterministic attack
-
-    x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
-    x32 = tf.cast(x, tf.float32)
-    if y is None:
-        y = _core.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
-    batch = int(tf.shape(x32)[0])
     if batch == 0:
         return tf.identity(x)
 
