@@ -5,6 +5,8 @@ attack, over the full test split (or the first --num_examples images).
     python evaluate.py --workdir=/tmp/pgd --steps=100 --restarts=5
     python evaluate.py --model=/path/model.keras --dataset=fashion_mnist \
         --eps=0.1 --step_size=0.01 --steps=20
+    python evaluate.py --checkpoint=denoise_resnet152.xie2019_in1k \
+        --suite=caad_targeted --steps=10,100 --num_examples=1000
 
 The threat model (attack, norm, eps, steps, step size, restarts, targeted)
 comes from the recipe's `eval.attack`, each field overridable by a flag.
@@ -26,7 +28,16 @@ import distribute  # noqa: E402
 import run_flags  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", None, "A .keras model file.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "A published checkpoint (checkpoints."
+    "list_checkpoints(); its dataset, input size and targeted PGD threat "
+    "model are the defaults), or a tensorpack .npz / keras_applications."
+    "NAME (then give --dataset and the attack flags). Reports go to "
+    "reports/<checkpoint>/ unless --output is given.")
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset (default: recipe's).")
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", None, "With --checkpoint: build the model at and resize "
+    "the data to this size (default: the registry's input size, else 224).")
 _WORKDIR, _STRATEGY, _TPU = (run_flags.WORKDIR, run_flags.STRATEGY,
                              run_flags.TPU)
 _ATTACK = flags.DEFINE_string("attack", None, "Attack name (default: pgd).")
@@ -85,10 +96,17 @@ _LABEL_OFFSET = flags.DEFINE_integer(
     "1001-class Inception indexing).")
 
 
-def _settings() -> tuple[dict, pathlib.Path, pathlib.Path]:
-    """(recipe config as a dict or {}, model path, report directory)."""
-    if bool(_WORKDIR.value) == bool(_MODEL.value):
-        raise app.UsageError("give exactly one of --workdir or --model")
+def _settings() -> tuple[dict, pathlib.Path | str, pathlib.Path]:
+    """(recipe config as a dict or {}, model path or checkpoint name,
+    report directory)."""
+    given = [f for f in (_WORKDIR, _MODEL, _CHECKPOINT) if f.value]
+    if len(given) != 1:
+        raise app.UsageError("give exactly one of --workdir, --model or "
+                             "--checkpoint")
+    if _CHECKPOINT.value:
+        return (_checkpoint_config(_CHECKPOINT.value), _CHECKPOINT.value,
+                pathlib.Path("reports") / pathlib.Path(
+                    _CHECKPOINT.value.replace(":", "_")).name)
     if _MODEL.value:
         path = pathlib.Path(_MODEL.value)
         cfg_path = path.parent / "config.json"
@@ -99,6 +117,24 @@ def _settings() -> tuple[dict, pathlib.Path, pathlib.Path]:
         raise app.UsageError(f"no model at {path}; train one with train.py")
     cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     return cfg, path, path.parent / "reports"
+
+
+def _checkpoint_config(name: str) -> dict:
+    """A recipe-like config of a registered checkpoint: its dataset and
+    input size, and its published threat model as the eval attack (PGD-10
+    with Xie et al.'s step max(1/255, eps/steps)); {} for other forms."""
+    import checkpoints
+
+    if name not in checkpoints.list_checkpoints():
+        return {}
+    spec = checkpoints.get(name)
+    t = spec.threat_model
+    return {"data": {"name": spec.dataset, "image_size": spec.input_size,
+                     "channels": 3},
+            "eval": {"attack": {
+                "name": "pgd", "norm": t.norm, "eps": t.eps,
+                "step_size": max(1 / 255, t.eps / 10), "steps": 10,
+                "rand_init": True, "targeted": t.targeted}}}
 
 
 def _attack_config(cfg: dict) -> dict:
@@ -185,7 +221,24 @@ def main(argv):
     # ----------------------------------------------------- model and data
     cfg, model_path, report_dir = _settings()
     with strategy.scope():
-        model = keras.saving.load_model(model_path)
+        if _CHECKPOINT.value:
+            import checkpoints
+
+            size = _IMAGE_SIZE.value or cfg.get("data", {}).get(
+                "image_size")
+            try:
+                model = checkpoints.load(
+                    _CHECKPOINT.value,
+                    input_shape=(size, size, 3) if size else None)
+            except (KeyError, ValueError) as e:
+                raise app.UsageError(str(e))
+            # the data follows the model's input (e.g. Fashion-MNIST
+            # resized to the checkpoint's size, as 3 channels)
+            height, _, channels = model.input_shape[1:]
+            cfg.setdefault("data", {}).update(image_size=height,
+                                              channels=channels)
+        else:
+            model = keras.saving.load_model(model_path)
     if isinstance(model, AdversarialTrainer):
         model = model.net
     if _CAAD_INPUT.value:
@@ -194,6 +247,13 @@ def main(argv):
     dataset_name = _DATASET.value or data_cfg.get("name")
     if not dataset_name:
         raise app.UsageError("--dataset is required without a recipe config")
+    info = data.get_info(dataset_name)
+    if model.output_shape[-1] != info.num_classes:
+        raise app.UsageError(
+            f"the model has {model.output_shape[-1]} logits but "
+            f"{dataset_name} has {info.num_classes} classes; evaluate it on "
+            "its own dataset, or fine-tune it first (train.py "
+            "--init_checkpoint)")
     suite = _suite_spec() if _SUITE.value else None
     batch = _BATCH.value or cfg.get("eval", {}).get("batch_size") or 500
     num = (_NUM.value or (suite and suite.default_num_examples)
@@ -203,7 +263,6 @@ def main(argv):
         data_dir=data_cfg.get("data_dir"),
         image_size=data_cfg.get("image_size"),
         channels=data_cfg.get("channels"))
-    info = data.get_info(dataset_name)
 
     # ------------------------------------------------------------ measure
     if suite is not None:

@@ -3,6 +3,9 @@ r"""Trains a recipe: flags -> recipe -> strategy -> data -> model -> fit().
     python train.py --recipe=pgd_at_cnn_fmnist --workdir=/tmp/pgd
     python train.py --recipe=pgd_at_cnn_fmnist:smoke --workdir=/tmp/smoke \
         --recipe.attack.steps=3 --strategy=mirrored
+    python train.py --recipe=pgd_at_cnn_fmnist --workdir=/tmp/ft \
+        --init_checkpoint=denoise_resnet152.xie2019_in1k --freeze=stem,stage2 \
+        --recipe.data.image_size=64 --recipe.data.channels=3
 
 `--recipe=NAME[:ARG]` names a module of `recipes/` (or a path to a config
 file); `--recipe.a.b=VALUE` overrides a field (VALUE must be a literal of the
@@ -33,6 +36,15 @@ _RECIPE = config_flags.DEFINE_config_file(
     "recipe", None, "Recipe NAME[:ARG] or path/to/config.py[:ARG].")
 _WORKDIR, _STRATEGY, _TPU = (run_flags.WORKDIR, run_flags.STRATEGY,
                              run_flags.TPU)
+_INIT = flags.DEFINE_string(
+    "init_checkpoint", None, "Fine-tune from these weights: a registered "
+    "checkpoint (checkpoints.list_checkpoints()), a tensorpack .npz, a "
+    ".keras model or keras_applications.NAME[:WEIGHTS_FILE]. A new head "
+    "replaces the checkpoint's when the class count differs; the recipe's "
+    "model section is then not used. Sets init.checkpoint.")
+_FREEZE = flags.DEFINE_list(
+    "freeze", None, "With --init_checkpoint: layer-name prefixes to freeze "
+    "(e.g. stem,stage2). Sets init.freeze.")
 
 
 def expand_recipe_name(argv: list[str]) -> list[str]:
@@ -81,6 +93,12 @@ def prepare_workdir(workdir: pathlib.Path, config_json: str,
 def main(argv):
     del argv
     cfg = _RECIPE.value
+    if _INIT.value:
+        cfg.init.checkpoint = _INIT.value
+    if _FREEZE.value:
+        cfg.init.freeze = tuple(_FREEZE.value)
+    if cfg.init.freeze and not cfg.init.checkpoint:
+        raise app.UsageError("--freeze needs --init_checkpoint")
     # The strategy comes first: MultiWorkerMirroredStrategy must be created
     # before any other TensorFlow op runs.
     strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
@@ -178,8 +196,7 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
               steps_per_epoch, teacher):
     """Builds, trains and saves one network in `workdir` (which receives
     `config_json` once the model is built); returns it."""
-    import keras
-
+    import checkpoints
     import models
     import optimization
     from callbacks import build_callbacks
@@ -192,10 +209,17 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
     stats = {k: tuple(v) * (channels // len(v)) for k, v in
              (("mean", info.mean), ("std", info.std))}
     with strategy.scope():
-        net = models.create_model(
-            cfg.model.name, num_classes=info.num_classes,
-            input_shape=tuple(x_spec.shape[1:]),
-            **{**stats, **cfg.model.kwargs.to_dict()})
+        if cfg.init.checkpoint:  # fine-tuning: the checkpoint's network
+            net = checkpoints.adapt(
+                checkpoints.load(cfg.init.checkpoint,
+                                 input_shape=tuple(x_spec.shape[1:])),
+                input_shape=x_spec.shape[1:], num_classes=info.num_classes,
+                freeze=cfg.init.freeze)
+        else:
+            net = models.create_model(
+                cfg.model.name, num_classes=info.num_classes,
+                input_shape=tuple(x_spec.shape[1:]),
+                **{**stats, **cfg.model.kwargs.to_dict()})
         model, loss, metrics = build_trainer(cfg, net, teacher)
         model.build(x_spec.shape)
         model.compile(

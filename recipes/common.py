@@ -1,7 +1,8 @@
 """Config sections shared by the recipes, and the `arg` parser.
 
 A recipe's config has the sections `model`, `data`, `attack` (None for
-natural training), `optimizer`, `schedule`, `train`, `eval` and `runtime`.
+natural training), `optimizer`, `schedule`, `train`, `eval`, `init`
+(initial weights for fine-tuning) and `runtime`.
 All pixel values, `eps` and `step_size` are on the [0, 1] scale.
 """
 
@@ -76,6 +77,12 @@ def base_config() -> ml_collections.ConfigDict:
         "batch_size": 500,
         "num_examples": ml_collections.FieldReference(None, int),
         "attack": pgd(eps=0.1, step_size=0.01, steps=20),
+    })
+    # Initial weights (train.py --init_checkpoint / --freeze set these):
+    # anything `checkpoints.load` accepts, and layer-name prefixes to freeze.
+    c.init = ml_collections.ConfigDict({
+        "checkpoint": ml_collections.FieldReference(None, str),
+        "freeze": (),
     })
     c.runtime = ml_collections.ConfigDict({
         "jit_compile": False, "mixed_precision": False,

@@ -8,15 +8,19 @@ attacks at the recipe's evaluation threat model (norm, eps, untargeted).
     python scripts/model_zoo.py            # print the table
     python scripts/model_zoo.py --write    # rewrite it inside README.md
 
-tests/test_model_zoo.py fails when README.md and the results disagree.
+The same command writes the published-checkpoints table from the registry
+of `checkpoints/registry.py`. tests/test_model_zoo.py fails when README.md
+disagrees with the results or the registry.
 """
 
 import argparse
 import json
 import pathlib
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 START, END = "<!-- model-zoo:start -->", "<!-- model-zoo:end -->"
+CKPT_START, CKPT_END = "<!-- checkpoints:start -->", "<!-- checkpoints:end -->"
 
 
 def _reports(folder: pathlib.Path) -> list[dict]:
@@ -86,11 +90,39 @@ def table() -> str:
     return "\n".join([header, *rows])
 
 
+def checkpoints_table() -> str:
+    """The registry (checkpoints/registry.py) as a Markdown table."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import checkpoints
+
+    lines = ["| checkpoint | recipe | threat model | clean acc (%) | robust "
+             "acc (%) / targeted success (%) by PGD steps | sha256 | "
+             "license |", "|---|---|---|---|---|---|---|"]
+    for name in checkpoints.list_checkpoints():
+        c = checkpoints.get(name)
+        t = c.threat_model
+        steps = ", ".join(f"{k}: {c.robust_acc[k]} / {c.attack_success[k]}"
+                          for k in sorted(c.robust_acc))
+        lines.append(
+            f"| `{name}` ([file]({c.url})) | `{c.recipe}` | L{t.norm} eps "
+            f"{round(t.eps * 255)}/255, "
+            f"{'targeted' if t.targeted else 'untargeted'} | {c.clean_acc} | "
+            f"{steps} | {c.sha256 or 'recorded at first download'} | "
+            f"{c.license} |")
+    return "\n".join(lines)
+
+
+def _replace(readme: str, start: str, end: str, body: str) -> str:
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def readme_with_table(readme: str) -> str:
-    """README text with the block between the markers replaced."""
-    head, _, rest = readme.partition(START)
-    _, _, tail = rest.partition(END)
-    return f"{head}{START}\n{table()}\n{END}{tail}"
+    """README text with the blocks between the markers replaced."""
+    readme = _replace(readme, START, END, table())
+    return _replace(readme, CKPT_START, CKPT_END, checkpoints_table())
 
 
 if __name__ == "__main__":

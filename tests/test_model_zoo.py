@@ -13,6 +13,7 @@ def test_readme_table_matches_committed_results():
     spec.loader.exec_module(zoo)
     readme = (ROOT / "README.md").read_text()
     assert zoo.START in readme and zoo.END in readme
+    assert zoo.CKPT_START in readme and zoo.CKPT_END in readme
     assert readme == zoo.readme_with_table(readme), (
-        "README model-zoo table is stale: run python scripts/model_zoo.py "
-        "--write")
+        "README model-zoo or checkpoints table is stale: run python "
+        "scripts/model_zoo.py --write")
