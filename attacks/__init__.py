@@ -21,6 +21,7 @@ from attacks.cw_l0 import cw_l0
 from attacks.cw_linf import cw_linf
 from attacks.deepfool import deepfool
 from attacks.eot import eot
+from attacks.exact_eot import exact_eot
 from attacks.fgsm import fgm, fgsm
 from attacks.illc import illc
 from attacks.lbfgs import lbfgs
@@ -35,9 +36,10 @@ from attacks.adaptive import adaptive_model, require_adaptive, threat_model
 
 __all__ = [
     "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l0", "cw_l2", "cw_linf",
-    "deepfool", "eot", "fgm", "fgsm", "from_config", "get_attack", "illc",
-    "lbfgs", "list_attacks", "mi_fgsm", "one_pixel", "pgd", "rfgsm", "spsa",
-    "square", "transfer", "with_straight_through", "EAGER_ONLY",
+    "deepfool", "eot", "exact_eot", "fgm", "fgsm", "from_config",
+    "get_attack", "illc", "lbfgs", "list_attacks", "mi_fgsm", "one_pixel",
+    "pgd", "rfgsm", "spsa", "square", "transfer", "with_straight_through",
+    "EAGER_ONLY",
 ]
 
 # Attacks whose outer loop runs on the host (NumPy binary searches over c,

@@ -148,22 +148,57 @@ class RandomResizePad(keras.layers.Layer):
         left = tf.minimum(tf.cast(tf.floor(u[2] * roomf), "int32"), room - 1)
         return rnd, top, left
 
+    def patterns(self) -> list[tuple[int, int, int, float]]:
+        """Every `(rnd, top, left, probability)` a call can draw.
+
+        `rnd` is uniform over `[min_size, max_size)` and, given `rnd`, the
+        offsets are uniform over `(max_size - rnd + 1)^2` placements, so the
+        probabilities sum to 1. With `active=False` the one deterministic
+        pattern, probability 1. The layer must be built (`min_size=None`
+        is resolved at build).
+        """
+        lo, hi = self._min_size, self.max_size
+        if lo is None:
+            raise ValueError("RandomResizePad.patterns() needs a built layer "
+                             "(min_size=None is resolved when it is built)")
+        if not self.active:
+            return [(lo, (hi - lo) // 2, (hi - lo) // 2, 1.0)]
+        out = []
+        for rnd in range(lo, hi):
+            room = hi - rnd + 1
+            p = 1.0 / ((hi - lo) * room * room)
+            out += [(rnd, top, left, p) for top in range(room)
+                    for left in range(room)]
+        return out
+
+    def transform(self, x, rnd, top, left):
+        """The deterministic map of one pattern: resize `x` to `rnd x rnd`
+        (skipped when it has that size) and zero-pad it to `max_size x
+        max_size` with the image at `(top, left)`.
+
+        Args:
+            x: float tensor `(batch, height, width, channels)`.
+            rnd, top, left: ints or int32 scalars, as `draw_params` gives.
+
+        Returns:
+            Tensor `(batch, max_size, max_size, channels)`, dtype of `x`.
+        """
+        if not (isinstance(rnd, int) and tuple(x.shape[1:3]) == (rnd, rnd)):
+            x = self._resize(x, tf.stack([rnd, rnd]) if tf.is_tensor(rnd)
+                             else [rnd, rnd])
+        bottom = self.max_size - rnd - top
+        right = self.max_size - rnd - left
+        out = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+        return tf.ensure_shape(
+            out, [None, self.max_size, self.max_size, x.shape[-1]])
+
     def call(self, inputs):
-        x = inputs
         if self.active:
             rnd, top, left = self.draw_params()
-            x = self._resize(x, tf.stack([rnd, rnd]))
         else:
             rnd = self._min_size
             top = left = (self.max_size - rnd) // 2
-            if tuple(x.shape[1:3]) != (rnd, rnd):
-                x = self._resize(x, [rnd, rnd])
-        bottom = self.max_size - rnd - top
-        right = self.max_size - rnd - left
-        x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
-        x = tf.ensure_shape(
-            x, [None, self.max_size, self.max_size, inputs.shape[-1]])
-        return tf.cast(x, inputs.dtype)
+        return tf.cast(self.transform(inputs, rnd, top, left), inputs.dtype)
 
     def _resize(self, x, size):
         return tf.image.resize(x, size, method=self.interpolation)

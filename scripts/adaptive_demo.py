@@ -38,6 +38,8 @@ The issue's target: adaptive within 5 points of the undefended number.
     python scripts/adaptive_demo.py                  # ~15 min, 2-core CPU
     python scripts/adaptive_demo.py --defenses=rrp --steps=50 \
         --eot_samples=40 --output=results/adaptive_demo/rrp_pgd50_eot40
+    python scripts/adaptive_demo.py --defenses=rrp --rrp_exact --steps=100 \
+        --loss=cw --output=results/adaptive_demo/rrp_exact_pgd100_cw
     python scripts/adaptive_demo.py --smoke --output=/tmp/demo
 
 Trained weights are cached in `--weights_dir` (keyed by the training flags),
@@ -67,7 +69,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import models  # noqa: E402
-from attacks.adaptive import adaptive_model, require_adaptive  # noqa: E402
+from attacks.adaptive import (  # noqa: E402
+    AdaptiveModel, adaptive_model, require_adaptive)
+from attacks.exact_eot import exact_eot  # noqa: E402
 from attacks.pgd import pgd  # noqa: E402
 from data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from layers import RandomResizePad, StochasticActivationPruning  # noqa: E402
@@ -88,6 +92,10 @@ def parse_args(argv=None):
     p.add_argument("--step_size", type=float, default=0.01)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--eot_samples", type=int, default=20)
+    p.add_argument("--rrp_exact", action="store_true",
+                   help="RRP: attack and score the EXACT expectation over "
+                   "its 54 patterns (attacks.exact_eot) instead of sampled "
+                   "EOT")
     p.add_argument("--loss", default="ce", choices=("ce", "cw"),
                    help="PGD loss: cross-entropy or the C&W margin loss")
     p.add_argument("--batch_size", type=int, default=100)
@@ -206,8 +214,21 @@ def pgd_accuracy(adaptive, net, x, y, args) -> dict:
             "description": adaptive.description}
 
 
+def exact_adaptive(net) -> AdaptiveModel:
+    """EOT with the exact expectation over every RandomResizePad pattern,
+    for the attack and for the prediction (infinitely many draws)."""
+    fn = exact_eot(net)
+    sampled = adaptive_model(net).description
+    patterns = [la for la in net.layers
+                if isinstance(la, RandomResizePad)][0].patterns()
+    return AdaptiveModel(fn, fn, {
+        **sampled, "eot_samples": len(patterns), "exact_eot": True,
+        "predict": f"exact expectation over {len(patterns)} patterns"})
+
+
 def evaluate_defense(name, net, undefended, x, y, args) -> dict:
-    adaptive = adaptive_model(net, eot_samples=args.eot_samples)
+    adaptive = (exact_adaptive(net) if name == "rrp" and args.rrp_exact
+                else adaptive_model(net, eot_samples=args.eot_samples))
     naive = adaptive_model(net, naive=True)
     plain = adaptive_model(undefended)
     row = {"defense": name,
@@ -244,9 +265,13 @@ def markdown(report: dict) -> str:
         f"{a['eps']:g}, step {a['step_size']:g}, random start, "
         f"{'C&W margin' if a['loss'] == 'cw' else 'cross-entropy'} loss; "
         "adaptive = "
-        f"BPDA (thermometer) / EOT with {a['eot_samples']} draws (SAP, RRP),"
+        f"BPDA (thermometer) / EOT with {a['eot_samples']} draws (SAP"
+        f"{'' if a.get('rrp_exact') else ', RRP'}),"
         " scored on the expected prediction (mean logits over the same "
-        "number of draws). Accuracies in %.",
+        "number of draws)"
+        + ("; RRP: the EXACT expectation over all its patterns "
+           "(attacks.exact_eot), for the attack and the prediction"
+           if a.get("rrp_exact") else "") + ". Accuracies in %.",
         "",
         "| defense | clean | naive PGD (flagged) | adaptive PGD | same PGD "
         "without the defense layer | adaptive - undefended | within 5 "
@@ -307,7 +332,8 @@ def main(argv=None) -> dict:
         "attack": {"name": "pgd", "norm": "inf", "eps": args.eps,
                    "step_size": args.step_size, "steps": args.steps,
                    "rand_init": True, "loss": args.loss,
-                   "eot_samples": args.eot_samples},
+                   "eot_samples": args.eot_samples,
+                   "rrp_exact": args.rrp_exact},
         "num_test": args.num_test,
         "networks": (f"madry_cnn width {args.width}, natural training, "
                      f"{args.epochs} epoch(s) on {args.num_train} images"),
