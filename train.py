@@ -210,6 +210,8 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
              (("mean", info.mean), ("std", info.std))}
     with strategy.scope():
         if cfg.init.checkpoint:  # fine-tuning: the checkpoint's network
+            logging.info("init from %s (recipe model %r not used)",
+                         cfg.init.checkpoint, cfg.model.name)
             net = checkpoints.adapt(
                 checkpoints.load(cfg.init.checkpoint,
                                  input_shape=tuple(x_spec.shape[1:])),
