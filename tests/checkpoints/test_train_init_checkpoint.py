@@ -77,3 +77,21 @@ def test_clear_errors(tmp_path, denoise_npz):
     with pytest.raises(app.UsageError, match="needs --init_checkpoint"):
         run_train(tmp_path / "c", "pgd_at_cnn_fmnist:smoke", "--freeze=stem")
     assert not (tmp_path / "a" / "config.json").exists()
+
+
+def test_fine_tunes_keras_applications_weights(tmp_path):
+    """A Keras Applications model from a weights file the user has."""
+    published = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), classes=1000,
+        classifier_activation=None)
+    weights = tmp_path / "mobilenet_v2_user.weights.h5"
+    published.save_weights(weights)
+    run_train(tmp_path / "run", "pgd_at_cnn_fmnist:smoke", *RESIZED,
+              f"--init_checkpoint=keras_applications.MobileNetV2:{weights}",
+              "--freeze=preprocess,Conv1")
+    net = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert net.output_shape == (None, 10)  # 1000 -> 10 classes
+    assert net.get_layer("logits").kernel.shape == (1280, 10)
+    np.testing.assert_array_equal(  # frozen: the user's weights
+        net.get_layer("Conv1").kernel,
+        published.get_layer("Conv1").kernel)
