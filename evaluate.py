@@ -216,6 +216,7 @@ def main(argv):
 
     import data
     import layers  # noqa: F401  (registers the defense layers for loading)
+    import models  # noqa: F401  (and the models' own layers)
     from trainer import AdversarialTrainer
 
     # ----------------------------------------------------- model and data

@@ -76,6 +76,7 @@ def load(name_or_path: str, *,
                          f"{describe_forms()}")
     if kind == ".keras":
         import layers  # noqa: F401  (registers the defense layers)
+        import models  # noqa: F401  (and the models' own layers)
 
         model = keras.saving.load_model(path)
         return getattr(model, "net", model)  # a saved trainer: its network

@@ -180,3 +180,27 @@ def test_caad_submission_mode(workdir, tmp_path, fmnist_test):
                  f"--caad_output={out}")
     rows = out.read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("img0.png,")
+
+
+def test_fresh_process_loads_models_with_custom_layers(tmp_path):
+    """`python evaluate.py` in a new process (no module imported by other
+    tests) loads a CIFAR ResNet, whose shortcut layer is registered by
+    `models`, not `layers`; this failed once on a trained workdir."""
+    import subprocess
+
+    import models
+
+    net = models.create_model("resnet20", num_classes=10,
+                              input_shape=(28, 28, 1), width=4,
+                              blocks=(1, 1, 1), mean=0.5, std=0.25)
+    net.save(tmp_path / "model.keras")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "evaluate.py", f"--model={tmp_path / 'model.keras'}",
+         "--dataset=fashion_mnist", "--num_examples=8", "--batch_size=8",
+         "--eps=0.1", "--step_size=0.05", "--steps=1",
+         "--sanity_examples=0", f"--output={tmp_path / 'r.json'}"],
+        cwd=root, capture_output=True, text=True,
+        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 8
