@@ -19,8 +19,11 @@ Hardware: 2-core CPU, no GPU. The Gaussian block after stage 1 works on
 28 x 28 = 784 positions (a 784 x 784 affinity per image), so a PGD-5 step
 of batch 128 takes ~3 s here, ~25 min per Fashion-MNIST epoch: the recipe
 trains 3 epochs (cosine LR, 1 warmup epoch), where a 10-epoch run would
-take over 4 h. Time and numbers: results/denoise_resnet20_fmnist/ and the
-README model zoo.
+take over 4 h. Reached here (results/denoise_resnet20_fmnist/, README
+model zoo): clean 83.71%, FGSM 76.27%, PGD-20 (eps 0.1, step 0.01)
+74.32% on the 10k test images; fit 94 min on the shared 2-core CPU. The
+PGD-20 sanity check found Square-1000 lower on its first 200 images
+(75.5% vs 77.0%), so PGD-20 is an upper bound here.
 """
 
 import ml_collections
