@@ -53,6 +53,11 @@ def validate(
         raise ValueError(f"step_size must be a number > 0; got {step_size!r}")
     if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
         raise ValueError(f"restarts must be an integer >= 1; got {restarts!r}")
+    check_box(clip_min, clip_max)
+
+
+def check_box(clip_min: float, clip_max: float) -> None:
+    """Raises ValueError unless `clip_min < clip_max`."""
     if not clip_min < clip_max:
         raise ValueError(
             f"clip_min must be < clip_max; got clip_min={clip_min!r}, "
@@ -60,16 +65,22 @@ def validate(
         )
 
 
-def check_inputs(x: Any, y: Any, clip_min: float, clip_max: float) -> None:
-    """Checks `x` (rank 4, float, inside the box) and `y` (rank 1, batch).
+def check_inputs(x: Any, y: Any, clip_min: float, clip_max: float, *,
+                 targeted: bool = False) -> None:
+    """Checks the box, `x` (rank 4, float, inside the box) and `y` (rank 1,
+    batch; required when `targeted`).
 
     Runs only when the values are concrete (eager); inside a traced training
     step the checks on values are skipped and only shapes are checked.
 
     Raises:
-        ValueError: if `x` is not a float rank-4 tensor inside
-            `[clip_min, clip_max]`, or `y` does not match its batch.
+        ValueError: if `clip_min >= clip_max`, `targeted` with `y=None`,
+            `x` is not a float rank-4 tensor inside `[clip_min, clip_max]`,
+            or `y` does not match its batch.
     """
+    check_box(clip_min, clip_max)
+    if targeted and y is None:
+        raise ValueError("targeted=True needs the target labels y; got None")
     x = tf.convert_to_tensor(x)
     if x.shape.rank != 4:
         raise ValueError(

@@ -199,9 +199,7 @@ def _apgd(model, x, y, *, eps, steps, norm, targeted, restarts, rho,
                    clip_min=clip_min, clip_max=clip_max)
     if not (np.isfinite(rho) and 0.0 < rho <= 1.0):
         raise ValueError(f"rho must be a number in (0, 1]; got {rho!r}")
-    _core.check_inputs(x, y, clip_min, clip_max)
-    if targeted and y is None:
-        raise ValueError("targeted=True needs the target labels y; got None")
+    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)

@@ -136,13 +136,7 @@ def _prepare(model, x, y, *, eps, clip_min, clip_max, targeted):
     """
     if eps is not None:
         _check_number("eps", eps, positive=False)
-    if not clip_min < clip_max:
-        raise ValueError(
-            f"clip_min must be < clip_max; got clip_min={clip_min!r}, "
-            f"clip_max={clip_max!r}")
-    if targeted and y is None:
-        raise ValueError("targeted=True needs the target labels y; got None")
-    _core.check_inputs(x, y, clip_min, clip_max)
+    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     x32 = tf.cast(x, tf.float32)
     if y is None:

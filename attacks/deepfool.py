@@ -54,10 +54,7 @@ def _validate(norm, steps, overshoot, num_classes, eps, clip_min, clip_max):
     if eps is not None and not (np.isfinite(eps) and eps >= 0):
         raise ValueError(
             f"eps must be None or a finite number >= 0; got {eps!r}")
-    if not clip_min < clip_max:
-        raise ValueError(
-            f"clip_min must be < clip_max; got clip_min={clip_min!r}, "
-            f"clip_max={clip_max!r}")
+    _core.check_box(clip_min, clip_max)
 
 
 def _sum_over_pixels(v):

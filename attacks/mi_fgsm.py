@@ -75,7 +75,8 @@ def mi_fgsm(
         x: float `(batch, height, width, channels)` in `[clip_min, clip_max]`
             (default `[0, 1]`). Not modified.
         y: int `(batch,)`: true labels (untargeted) or target labels
-            (`targeted=True`). None uses the model's predictions.
+            (`targeted=True`, where they are required). None uses the
+            model's predictions (untargeted only).
         eps: L-inf budget on the pixel scale of `x` (e.g. `16 / 255`), >= 0.
         steps: number of iterations T, >= 1 (paper: 10).
         step_size: per-step size alpha, > 0; default `eps / steps` (paper).
@@ -99,8 +100,9 @@ def mi_fgsm(
 
     Raises:
         ValueError: `norm != "inf"`, `eps < 0`, `steps < 1`,
-            `step_size <= 0`, `mu < 0` or not finite, `loss` unknown, or `x`
-            outside `[clip_min, clip_max]`.
+            `step_size <= 0`, `mu < 0` or not finite, `loss` unknown,
+            `targeted=True` with `y=None`, or `x` outside
+            `[clip_min, clip_max]`.
 
     References:
         Dong, Liao, Pang, Su, Zhu, Hu, Li 2018, "Boosting Adversarial
@@ -115,7 +117,7 @@ def mi_fgsm(
         raise ValueError(f"mu must be a finite number >= 0; got {mu!r}")
     if step_size is None:
         step_size = eps / steps
-    _core.check_inputs(x, y, clip_min, clip_max)
+    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)

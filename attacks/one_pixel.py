@@ -192,13 +192,7 @@ def one_pixel(
         raise ValueError(
             f"early_stop must be one of {EARLY_STOPS}; got {early_stop!r}")
     _check_int("batch_size", batch_size)
-    if not clip_min < clip_max:
-        raise ValueError(
-            f"clip_min must be < clip_max; got clip_min={clip_min!r}, "
-            f"clip_max={clip_max!r}")
-    if targeted and y is None:
-        raise ValueError("targeted=True needs the target labels y; got None")
-    _core.check_inputs(x, y, clip_min, clip_max)
+    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     n, height, width, channels = (int(d) for d in x.shape)
     if pixels > height * width:

@@ -101,7 +101,8 @@ def pgd(
         x: float `(batch, height, width, channels)` in `[clip_min, clip_max]`
             (default `[0, 1]`). Not modified.
         y: int `(batch,)`: true labels (untargeted) or target labels
-            (`targeted=True`). None uses the model's predictions.
+            (`targeted=True`, where they are required). None uses the
+            model's predictions (untargeted only).
         eps: radius of the threat model's ball, on the pixel scale of `x`
             (e.g. `8 / 255`), >= 0.
         step_size: the step `alpha` per iteration, > 0, same scale.
@@ -129,8 +130,9 @@ def pgd(
 
     Raises:
         ValueError: `norm` not in ("inf", "2"), `loss` not in ("ce", "cw"),
-            `eps < 0`, `steps < 1`, `step_size <= 0`, `restarts < 1`, or `x`
-            outside `[clip_min, clip_max]`; the message names the value.
+            `eps < 0`, `steps < 1`, `step_size <= 0`, `restarts < 1`,
+            `targeted=True` with `y=None`, or `x` outside
+            `[clip_min, clip_max]`; the message names the value.
 
     Example:
         >>> x_adv = pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=10)
@@ -138,7 +140,7 @@ def pgd(
     _core.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
                    restarts=restarts, loss=loss, clip_min=clip_min,
                    clip_max=clip_max)
-    _core.check_inputs(x, y, clip_min, clip_max)
+    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)

@@ -66,7 +66,8 @@ def rfgsm(
         x: float `(batch, height, width, channels)` in `[clip_min, clip_max]`
             (default `[0, 1]`). Not modified.
         y: int `(batch,)`: true labels (untargeted) or target labels
-            (`targeted=True`). None uses the model's predictions.
+            (`targeted=True`, where they are required). None uses the
+            model's predictions (untargeted only).
         eps: L-inf budget on the pixel scale of `x` (e.g. `8 / 255`), >= 0.
         alpha: size of the random sign step, `0 <= alpha <= eps`; default
             `eps / 2` (the paper uses eps = 16/255, alpha = 8/255). The
@@ -86,7 +87,8 @@ def rfgsm(
 
     Raises:
         ValueError: `norm != "inf"`, `eps < 0`, `alpha` outside `[0, eps]`,
-            `loss` unknown, or `x` outside `[clip_min, clip_max]`.
+            `loss` unknown, `targeted=True` with `y=None`, or `x` outside
+            `[clip_min, clip_max]`.
 
     References:
         Tramer, Kurakin, Papernot, Goodfellow, Boneh, McDaniel 2018,
@@ -103,7 +105,7 @@ def rfgsm(
         raise ValueError(
             f"alpha must satisfy 0 <= alpha <= eps = {eps!r}; got {alpha!r}"
         )
-    _core.check_inputs(x, y, clip_min, clip_max)
+    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)

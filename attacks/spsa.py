@@ -160,9 +160,8 @@ def _seed_tensor(seed):
     return tf.constant([int(seed), 0], tf.int64)
 
 
-def _labels(model, x32, y, targeted):
-    if targeted and y is None:
-        raise ValueError("targeted=True needs the target labels y; got None")
+def _labels(model, x32, y):
+    """`y` as int32, or the model's predictions when it is None."""
     if y is None:
         y = _core.default_labels(model, x32)
     return tf.cast(y, tf.int32)
@@ -211,9 +210,9 @@ def spsa_gradient(
     """
     _check(samples, delta, max_batch)
     _core.validate(eps=0.0, loss=loss)
-    _core.check_inputs(x, y, -np.inf, np.inf)
+    _core.check_inputs(x, y, -np.inf, np.inf, targeted=targeted)
     x32 = tf.cast(tf.convert_to_tensor(x), tf.float32)
-    y = _labels(model, x32, y, targeted)
+    y = _labels(model, x32, y)
     key = tf.random.experimental.stateless_fold_in(_seed_tensor(seed), 1)
     return _ESTIMATE(model, x32, y, _core.as_scalar(delta),
                      tf.constant(samples // 2, tf.int32),
@@ -293,15 +292,13 @@ def spsa(
     _core.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
                    loss=loss, clip_min=clip_min, clip_max=clip_max)
     _check(samples, delta, max_batch)
-    _core.check_inputs(x, y, clip_min, clip_max)
+    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
-    if targeted and y is None:
-        raise ValueError("targeted=True needs the target labels y; got None")
     if eps == 0:
         return tf.clip_by_value(x, clip_min, clip_max)
     x32 = tf.cast(x, tf.float32)
-    y = _labels(model, x32, y, targeted)
+    y = _labels(model, x32, y)
     eps_t = _core.as_scalar(eps)
     x_start = x32
     if rand_init:

@@ -407,9 +407,7 @@ def square(
     if (isinstance(p_init, bool) or not np.isscalar(p_init)
             or not (np.isfinite(p_init) and 0.0 < p_init <= 1.0)):
         raise ValueError(f"p_init must be a number in (0, 1]; got {p_init!r}")
-    _core.check_inputs(x, y, clip_min, clip_max)
-    if targeted and y is None:
-        raise ValueError("targeted=True needs the target labels y; got None")
+    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     if eps == 0:

@@ -130,6 +130,31 @@ def test_x_outside_the_box_is_refused(name):
         attacks.get_attack(name)(LIN, x, y, **_kwargs(name))
 
 
+TARGETED = sorted(n for n in EXPECTED if "targeted" in
+                  __import__("inspect").signature(
+                      attacks.get_attack(n)).parameters
+                  or n in ("fgsm", "fgm", "bim"))
+
+
+@pytest.mark.parametrize("name", TARGETED)
+def test_targeted_without_target_labels_is_refused(name):
+    """A targeted attack with `y=None` must not silently target the model's
+    own prediction (a no-op attack)."""
+    x, _ = LIN.inputs(2)
+    with pytest.raises(ValueError, match="targeted=True needs the target"):
+        attacks.get_attack(name)(LIN, x, None, **{**_kwargs(name),
+                                                  "targeted": True})
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_an_empty_box_is_refused(name):
+    x, y = LIN.inputs(2)
+    with pytest.raises(ValueError, match="clip_min must be < clip_max"):
+        attacks.get_attack(name)(LIN, x, y, **{**_kwargs(name),
+                                               "clip_min": 1.0,
+                                               "clip_max": 0.0})
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED - attacks.EAGER_ONLY))
 def test_graph_attacks_trace_into_a_tf_function(name):
     """All but `attacks.EAGER_ONLY` run inside a tf.function (as in a
