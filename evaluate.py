@@ -386,8 +386,8 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
             {k: v for k, v in attack.items()
              if k not in ("eot_samples", "naive")}, path, markdown)
     if _TRANSFER_MATRIX.value:
-        report["transfer_matrix"] = _transfer_matrix(model, model_path, ds,
-                                                     attack, markdown)
+        report["transfer_matrix"] = _transfer_matrix(model, ds, attack,
+                                                     markdown)
     if _DESTRUCTION.value:
         report["destruction"] = _destruction(model, ds, attack_fn, markdown)
     path.write_text(json.dumps(report, indent=2))
@@ -409,98 +409,33 @@ NAIVE_WARNING = ("naive: the defended model attacked as it is, without "
                  "robustness number")
 
 
-def _first_examples(ds, n):
-    """The first `n` images of `ds` as numpy arrays (x, y)."""
-    import numpy as np
-
-    xs, ys = [], []
-    for x, y in ds.as_numpy_iterator():
-        xs.append(x)
-        ys.append(y)
-        if sum(len(v) for v in ys) >= n:
-            break
-    return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
-
-
 def _sanity_checks(model, ds, attack, path, markdown) -> dict:
-    """Athalye et al. 2018 / Carlini et al. 2019 gradient-masking checks on
-    the first --sanity_examples images, with the curves as PNG plots."""
-    import dataclasses
+    """Gradient-masking checks on the first --sanity_examples images."""
+    from evaluation.report_sections import first_examples, sanity_section
 
-    import attacks
-    from evaluation import curves, sanity_checks
-
-    x, y = _first_examples(ds, _SANITY.value)
-    gradient_based = (attack.get("eps") is not None
-                      and attack["name"] not in curves.EXCLUDED
-                      and attack["name"] not in ("square", "spsa"))
-    if not gradient_based:  # minimum-norm / score-based: gradients only
-        checks = [sanity_checks.gradient_check(
-            attacks.with_straight_through(model) if attack.get("bpda")
-            else model, x, y)]
-        out = {"checks": checks}
-    else:
-        cfg = {k: v for k, v in attack.items() if k != "seed"}
-        square = {"name": "square", "eps": attack["eps"],
-                  "norm": attack.get("norm", "inf"), "steps": 1000}
-        out = sanity_checks.run_all(model, x, y, cfg,
-                                    others={"square-1000": square})
-    markdown += ["", f"### Gradient-masking sanity checks (first {len(y)} "
-                 "images)", "", "```", sanity_checks.summary(out["checks"]),
-                 "```"]
-    for key, xlabel, log_x in (("eps_curve", "eps", False),
-                               ("steps_curve", "steps", True)):
-        curve = out.get(key)
-        if not curve:
-            continue
-        png = path.with_name(f"{path.stem}_{key}.png")
-        curves.plot_curve(curve[xlabel], curve["acc"], png, xlabel=xlabel,
-                          ylabel="robust accuracy", log_x=log_x,
-                          title=f"{path.stem}: accuracy vs {xlabel}")
-        markdown += ["", f"![accuracy vs {xlabel}]({png.name})", "",
-                     f"{xlabel}: {curve[xlabel]}  ",
-                     f"accuracy: {[round(a, 4) for a in curve['acc']]}"]
-    failed = [c.name for c in out["checks"] if not c.passed]
-    if failed:
-        print(f"WARNING: sanity checks failed: {failed} (see the report)")
-    return {**out, "checks": [dataclasses.asdict(c) for c in out["checks"]],
-            "examples": int(len(y))}
+    x, y = first_examples(ds, _SANITY.value)
+    return sanity_section(model, x, y, attack, path, markdown)
 
 
 def _destruction(model, ds, attack_fn, markdown) -> list[dict]:
-    """Destruction rates of the default transformation grid on this
-    attack's adversarial examples (Kurakin et al. 2017, arXiv 1607.02533)."""
-    from evaluation.destruction_rate import destruction_table
+    """Destruction rates on the first --sanity_examples (or 200) images."""
+    from evaluation.report_sections import (destruction_section,
+                                            first_examples)
 
-    x, y = _first_examples(ds, _SANITY.value or 200)
-    x_adv = attack_fn(model, x, y).numpy()
-    table = destruction_table(model, x, x_adv, y)
-    markdown += ["", f"### Destruction rates ({len(y)} images)", "",
-                 "| transform | params | rate | destroyed / fooled |",
-                 "|---|---|---|---|"]
-    markdown += [f"| {r['transform']} | {r['params']} | "
-                 f"{'–' if r['rate'] is None else round(r['rate'], 3)} | "
-                 f"{r['numerator']} / {r['denominator']} |" for r in table]
-    return table
+    x, y = first_examples(ds, _SANITY.value or 200)
+    return destruction_section(model, x, y, attack_fn, markdown)
 
 
-def _transfer_matrix(model, model_path, ds, attack, markdown) -> dict:
-    """This model and the --transfer_from ones, crafted on each (rows) and
-    evaluated on each (columns), Szegedy et al. 2014 Table 3 form."""
-    import keras
-
-    from evaluation.transfer_matrix import to_markdown, transfer_matrix
+def _transfer_matrix(model, ds, attack, markdown) -> dict:
+    """This model and the --transfer_from ones, on the first
+    --sanity_examples (or 200) images."""
+    from evaluation.report_sections import first_examples, transfer_section
 
     if not _TRANSFER_FROM.value:
         raise app.UsageError("--transfer_matrix needs --transfer_from")
-    models = {"this model": model}
-    for p in _TRANSFER_FROM.value:
-        models[p] = keras.saving.load_model(p)
-    x, y = _first_examples(ds, _SANITY.value or 200)
-    result = transfer_matrix(models, x, y, {k: v for k, v in attack.items()
-                                            if k not in ("seed", "bpda")})
-    markdown += ["", "### Transfer matrix (error %)", "", to_markdown(result)]
-    return result
+    x, y = first_examples(ds, _SANITY.value or 200)
+    return transfer_section(model, _TRANSFER_FROM.value, x, y, attack,
+                            markdown)
 
 
 if __name__ == "__main__":
