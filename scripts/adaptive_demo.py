@@ -71,6 +71,7 @@ import tensorflow as tf  # noqa: E402
 import models  # noqa: E402
 from attacks.adaptive import (  # noqa: E402
     AdaptiveModel, adaptive_model, require_adaptive)
+from attacks.apgd import apgd_ce, apgd_dlr  # noqa: E402
 from attacks.exact_eot import exact_eot  # noqa: E402
 from attacks.pgd import pgd  # noqa: E402
 from data.fashion_mnist import load_fashion_mnist  # noqa: E402
@@ -80,6 +81,7 @@ MACHINE = "2-core x86-64 CPU, no GPU"
 NAIVE_FLAG = "naive: gradient-masked demonstration, not a robustness number"
 DEFENSES = ("thermometer", "sap", "rrp")
 NETWORKS = ("plain",) + DEFENSES
+ATTACKS = ("pgd", "apgd_ce", "apgd_dlr")
 
 
 def parse_args(argv=None):
@@ -98,6 +100,15 @@ def parse_args(argv=None):
                    "EOT")
     p.add_argument("--loss", default="ce", choices=("ce", "cw"),
                    help="PGD loss: cross-entropy or the C&W margin loss")
+    p.add_argument("--attack", default="pgd", choices=ATTACKS,
+                   help="the attack run on all three models: PGD (with "
+                   "--step_size and --loss) or APGD (Croce & Hein 2020, "
+                   "arXiv 2003.01690; its own step size, CE or DLR loss; "
+                   "--step_size and --loss are then unused)")
+    p.add_argument("--upsample", type=int, default=1,
+                   help="bilinear-upsample the 28x28 images by this integer "
+                   "factor (train and test) and scale every size with it: "
+                   "RRP then draws from [28k, 32k) and pads to 32k")
     p.add_argument("--batch_size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--defenses", default="thermometer,sap,rrp",
@@ -112,6 +123,9 @@ def parse_args(argv=None):
     if args.smoke:
         args.num_train, args.num_test = 2000, 100
         args.epochs, args.steps = 1, 5
+    if args.upsample < 1:
+        raise ValueError(f"--upsample must be an integer >= 1; got "
+                         f"{args.upsample}")
     args.defenses = args.defenses.split(",")
     bad = sorted(set(args.defenses) - set(DEFENSES))
     if bad:
@@ -121,11 +135,11 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------ models
-def sap_cnn(width: int, active: bool) -> keras.Model:
+def sap_cnn(width: int, active: bool, size: int = 28) -> keras.Model:
     """madry_cnn's layers (same names) with SAP-100 (Dhillon et al. 2018,
     Algorithm 1, applied to every hidden layer's activations) after pool1,
     pool2 and fc; `active=False` makes every SAP layer the identity."""
-    inputs = keras.Input((28, 28, 1), name="x")
+    inputs = keras.Input((size, size, 1), name="x")
     x = inputs
     for i, filters in enumerate((width, 2 * width), start=1):
         x = keras.layers.Conv2D(filters, 5, padding="same", activation="relu",
@@ -139,32 +153,38 @@ def sap_cnn(width: int, active: bool) -> keras.Model:
     return keras.Model(inputs, logits, name="sap_cnn")
 
 
-def rrp_cnn(width: int, active: bool) -> keras.Model:
+def rrp_cnn(width: int, active: bool, size: int = 28) -> keras.Model:
     return models.create_model(
-        "madry_cnn", num_classes=10, width=width,
-        input_defenses=[RandomResizePad(max_size=32, active=active)])
+        "madry_cnn", num_classes=10, width=width, input_shape=(size, size, 1),
+        input_defenses=[RandomResizePad(max_size=size * 32 // 28,
+                                        active=active)])
 
 
-def build(name: str, width: int, active: bool = True) -> keras.Model:
+def build(name: str, width: int, active: bool = True,
+          upsample: int = 1) -> keras.Model:
+    size = 28 * upsample
     if name == "plain":
-        return models.create_model("madry_cnn", num_classes=10, width=width)
+        return models.create_model("madry_cnn", num_classes=10, width=width,
+                                   input_shape=(size, size, 1))
     if name == "thermometer":
         return models.create_model("madry_cnn", num_classes=10, width=width,
+                                   input_shape=(size, size, 1),
                                    input_defenses=[{
                                        "class_name": "ThermometerEncoding",
                                        "config": {"levels": 16}}])
-    return (sap_cnn if name == "sap" else rrp_cnn)(width, active)
+    return (sap_cnn if name == "sap" else rrp_cnn)(width, active, size)
 
 
 def trained(name: str, x, y, args) -> tuple[keras.Model, dict]:
     """Network `name`, trained (seed `args.seed` + its index, so it does not
     depend on which others are trained) or loaded from `--weights_dir`."""
     tag = (f"{name}_w{args.width}_e{args.epochs}_n{args.num_train}_"
-           f"s{args.seed}")
+           f"s{args.seed}" + (f"_up{args.upsample}" if args.upsample > 1
+                              else ""))
     path = pathlib.Path(args.weights_dir) / f"{tag}.weights.h5"
     info_path = path.parent / f"{tag}.json"
     keras.utils.set_random_seed(args.seed + NETWORKS.index(name))
-    net = build(name, args.width)
+    net = build(name, args.width, upsample=args.upsample)
     if path.exists():
         net.load_weights(path)
         info = json.loads(info_path.read_text())
@@ -196,16 +216,26 @@ def accuracy(predict, x, y, batch_size: int) -> float:
     return correct / len(x)
 
 
+def run_attack(model, x, y, seed: int, args) -> tf.Tensor:
+    """`args.attack` on one batch, L-inf `args.eps`, `args.steps` steps."""
+    if args.attack == "pgd":
+        return pgd(model, x, y, eps=args.eps, step_size=args.step_size,
+                   steps=args.steps, rand_init=True, loss=args.loss,
+                   seed=seed)
+    fn = apgd_ce if args.attack == "apgd_ce" else apgd_dlr
+    return fn(model, x, y, eps=args.eps, steps=args.steps, seed=seed)
+
+
 def pgd_accuracy(adaptive, net, x, y, args) -> dict:
-    """PGD on `adaptive.attack_model`, scored with `adaptive.predict`."""
+    """`args.attack` on `adaptive.attack_model`, scored with
+    `adaptive.predict`."""
     require_adaptive(net, adaptive.description)
     start, x_adv = time.time(), []
     for b, i in enumerate(range(0, len(x), args.batch_size)):
-        x_adv.append(pgd(adaptive.attack_model, x[i:i + args.batch_size],
-                         y[i:i + args.batch_size], eps=args.eps,
-                         step_size=args.step_size, steps=args.steps,
-                         rand_init=True, loss=args.loss,
-                         seed=args.seed + b).numpy())
+        x_adv.append(run_attack(adaptive.attack_model,
+                                x[i:i + args.batch_size],
+                                y[i:i + args.batch_size], args.seed + b,
+                                args).numpy())
     x_adv = np.concatenate(x_adv)
     assert np.max(np.abs(x_adv - x)) <= args.eps + 1e-6
     return {"pgd_acc": accuracy(adaptive.predict, x_adv, y, args.batch_size),
@@ -255,15 +285,24 @@ def evaluate_defense(name, net, undefended, x, y, args) -> dict:
 
 
 # ----------------------------------------------------------------- reports
+def attack_name(a: dict) -> str:
+    """One line naming the attack of a report's `attack` section."""
+    if a.get("name", "pgd") != "pgd":
+        loss = "cross-entropy" if a["name"] == "apgd_ce" else "DLR"
+        return (f"APGD-{a['steps']} (Croce & Hein 2020; own step-size "
+                f"schedule, {loss} loss, 1 restart), L-inf eps {a['eps']:g}")
+    return (f"PGD-{a['steps']}, L-inf eps {a['eps']:g}, step "
+            f"{a['step_size']:g}, random start, "
+            f"{'C&W margin' if a['loss'] == 'cw' else 'cross-entropy'} loss")
+
+
 def markdown(report: dict) -> str:
     a = report["attack"]
     lines = [
-        "# Naive vs adaptive PGD on obfuscated-gradient defenses",
+        "# Naive vs adaptive attacks on obfuscated-gradient defenses",
         "",
         f"Fashion-MNIST, first {report['num_test']} test images; "
-        f"{report['networks']}. Attack: PGD-{a['steps']}, L-inf eps "
-        f"{a['eps']:g}, step {a['step_size']:g}, random start, "
-        f"{'C&W margin' if a['loss'] == 'cw' else 'cross-entropy'} loss; "
+        f"{report['networks']}. Attack: {attack_name(a)}; "
         "adaptive = "
         f"BPDA (thermometer) / EOT with {a['eot_samples']} draws (SAP"
         f"{'' if a.get('rrp_exact') else ', RRP'}),"
@@ -273,7 +312,7 @@ def markdown(report: dict) -> str:
            "(attacks.exact_eot), for the attack and the prediction"
            if a.get("rrp_exact") else "") + ". Accuracies in %.",
         "",
-        "| defense | clean | naive PGD (flagged) | adaptive PGD | same PGD "
+        "| defense | clean | naive (flagged) | adaptive | same attack "
         "without the defense layer | adaptive - undefended | within 5 "
         "points |",
         "|---|---|---|---|---|---|---|"]
@@ -302,15 +341,28 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def upsample(images: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 `(n, 28, 28)` -> float32 `(n, 28k, 28k, 1)` in [0, 1],
+    bilinear for k > 1 (half-pixel centres, clipped to [0, 1])."""
+    x = images[..., None].astype("float32") / 255.0
+    if factor == 1:
+        return x
+    size = 28 * factor
+    return np.concatenate([
+        np.clip(tf.image.resize(x[i:i + 5000], [size, size],
+                                method="bilinear").numpy(), 0.0, 1.0)
+        for i in range(0, len(x), 5000)])
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     wall = time.time()
     tf.get_logger().setLevel("ERROR")  # retracing notes: one per model
     x_tr, y_tr = load_fashion_mnist("train")
-    x_tr = x_tr[:args.num_train, ..., None].astype("float32") / 255.0
+    x_tr = upsample(x_tr[:args.num_train], args.upsample)
     y_tr = y_tr[:args.num_train].astype("int32")
     x_te, y_te = load_fashion_mnist("test")
-    x_te = x_te[:args.num_test, ..., None].astype("float32") / 255.0
+    x_te = upsample(x_te[:args.num_test], args.upsample)
     y_te = y_te[:args.num_test].astype("int32")
     nets, training = {}, {}
     needed = [n for n in NETWORKS if n in args.defenses
@@ -324,19 +376,24 @@ def main(argv=None) -> dict:
         if name == "thermometer":
             undefended = nets["plain"]
         else:
-            undefended = build(name, args.width, active=False)
+            undefended = build(name, args.width, active=False,
+                               upsample=args.upsample)
             undefended.set_weights(nets[name].get_weights())
         rows.append(evaluate_defense(name, nets[name], undefended, x_te,
                                      y_te, args))
     report = {
-        "attack": {"name": "pgd", "norm": "inf", "eps": args.eps,
+        "attack": {"name": args.attack, "norm": "inf", "eps": args.eps,
                    "step_size": args.step_size, "steps": args.steps,
                    "rand_init": True, "loss": args.loss,
                    "eot_samples": args.eot_samples,
                    "rrp_exact": args.rrp_exact},
         "num_test": args.num_test,
         "networks": (f"madry_cnn width {args.width}, natural training, "
-                     f"{args.epochs} epoch(s) on {args.num_train} images"),
+                     f"{args.epochs} epoch(s) on {args.num_train} images"
+                     + (f" upsampled {args.upsample}x (bilinear) to "
+                        f"{28 * args.upsample}x{28 * args.upsample}"
+                        if args.upsample > 1 else "")),
+        "upsample": args.upsample,
         "training": training, "rows": rows,
         "all_within_5_points": all(r["within_5_points"] for r in rows)}
     out = pathlib.Path(args.output)
