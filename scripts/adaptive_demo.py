@@ -72,6 +72,7 @@ import models  # noqa: E402
 from attacks.adaptive import (  # noqa: E402
     AdaptiveModel, adaptive_model, require_adaptive)
 from attacks.apgd import apgd_ce, apgd_dlr  # noqa: E402
+from attacks.square import square  # noqa: E402
 from attacks.exact_eot import exact_eot  # noqa: E402
 from attacks.pgd import pgd  # noqa: E402
 from data.fashion_mnist import load_fashion_mnist  # noqa: E402
@@ -81,7 +82,7 @@ MACHINE = "2-core x86-64 CPU, no GPU"
 NAIVE_FLAG = "naive: gradient-masked demonstration, not a robustness number"
 DEFENSES = ("thermometer", "sap", "rrp")
 NETWORKS = ("plain",) + DEFENSES
-ATTACKS = ("pgd", "apgd_ce", "apgd_dlr")
+ATTACKS = ("pgd", "apgd_ce", "apgd_dlr", "square")
 
 
 def parse_args(argv=None):
@@ -103,8 +104,10 @@ def parse_args(argv=None):
     p.add_argument("--attack", default="pgd", choices=ATTACKS,
                    help="the attack run on all three models: PGD (with "
                    "--step_size and --loss) or APGD (Croce & Hein 2020, "
-                   "arXiv 2003.01690; its own step size, CE or DLR loss; "
-                   "--step_size and --loss are then unused)")
+                   "arXiv 2003.01690; its own step size, CE or DLR loss) "
+                   "or the gradient-free Square attack (Andriushchenko et "
+                   "al. 2020, arXiv 1912.00049; --steps queries, margin "
+                   "loss); --step_size and --loss are used by PGD only")
     p.add_argument("--upsample", type=int, default=1,
                    help="bilinear-upsample the 28x28 images by this integer "
                    "factor (train and test) and scale every size with it: "
@@ -222,7 +225,8 @@ def run_attack(model, x, y, seed: int, args) -> tf.Tensor:
         return pgd(model, x, y, eps=args.eps, step_size=args.step_size,
                    steps=args.steps, rand_init=True, loss=args.loss,
                    seed=seed)
-    fn = apgd_ce if args.attack == "apgd_ce" else apgd_dlr
+    fn = {"apgd_ce": apgd_ce, "apgd_dlr": apgd_dlr,
+          "square": square}[args.attack]
     return fn(model, x, y, eps=args.eps, steps=args.steps, seed=seed)
 
 
@@ -287,6 +291,9 @@ def evaluate_defense(name, net, undefended, x, y, args) -> dict:
 # ----------------------------------------------------------------- reports
 def attack_name(a: dict) -> str:
     """One line naming the attack of a report's `attack` section."""
+    if a.get("name") == "square":
+        return (f"Square-{a['steps']} (Andriushchenko et al. 2020, "
+                f"gradient-free, margin loss), L-inf eps {a['eps']:g}")
     if a.get("name", "pgd") != "pgd":
         loss = "cross-entropy" if a["name"] == "apgd_ce" else "DLR"
         return (f"APGD-{a['steps']} (Croce & Hein 2020; own step-size "
