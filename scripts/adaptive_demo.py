@@ -34,12 +34,21 @@ step `--step_size` and a random start, each defended network gets:
     switched off (`active=False`: SAP is the identity, RRP a fixed centred
     28x28 in 32x32 placement).
 The issue's target: adaptive within 5 points of the undefended number.
+`--attack` swaps PGD for APGD-CE / APGD-DLR or the gradient-free Square
+attack, run the same way on all three models; `--upsample=K` repeats the
+study on the images upsampled K times (bilinear), with every size (the
+network's input, RRP's range and padded size) scaled by K.
 
     python scripts/adaptive_demo.py                  # ~15 min, 2-core CPU
     python scripts/adaptive_demo.py --defenses=rrp --steps=50 \
         --eot_samples=40 --output=results/adaptive_demo/rrp_pgd50_eot40
     python scripts/adaptive_demo.py --defenses=rrp --rrp_exact --steps=100 \
         --loss=cw --output=results/adaptive_demo/rrp_exact_pgd100_cw
+    python scripts/adaptive_demo.py --defenses=rrp --rrp_exact \
+        --attack=apgd_ce --steps=100 --num_test=500 \
+        --output=results/adaptive_demo/rrp_exact_apgd_ce100
+    python scripts/adaptive_demo.py --upsample=2 \
+        --output=results/adaptive_demo/upsample2     # 56x56, ~23 min
     python scripts/adaptive_demo.py --smoke --output=/tmp/demo
 
 Trained weights are cached in `--weights_dir` (keyed by the training flags),

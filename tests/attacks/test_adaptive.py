@@ -250,14 +250,7 @@ def test_batched_eot_only_for_per_example_draws():
 @pytest.mark.slow
 def test_demo_script_smoke(tmp_path):
     """scripts/adaptive_demo.py end to end on 2000 images (~1 min)."""
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / (
-        "adaptive_demo.py")
-    spec = importlib.util.spec_from_file_location("adaptive_demo", path)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = _demo_module()
     report = demo.main(["--smoke", f"--output={tmp_path / 'out'}",
                         f"--weights_dir={tmp_path / 'w'}"])
     assert [r["defense"] for r in report["rows"]] == ["thermometer", "sap",
@@ -272,3 +265,40 @@ def test_demo_script_smoke(tmp_path):
         assert (tmp_path / "out" / name).exists()
     assert "naive: gradient-masked" in (tmp_path / "out" / "report.md"
                                         ).read_text()
+
+
+def _demo_module():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / (
+        "adaptive_demo.py")
+    spec = importlib.util.spec_from_file_location("adaptive_demo", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo
+
+
+def test_demo_upsample_scales_images_and_every_size():
+    """--upsample=2: 56x56 inputs, RRP drawing from [56, 64) into 64x64,
+    and the fixed placement of the undefended copy at the centre."""
+    demo = _demo_module()
+    images = np.zeros((3, 28, 28), np.uint8)
+    images[:, 10:18, 10:18] = 255
+    x = demo.upsample(images, 2)
+    assert x.shape == (3, 56, 56, 1) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    np.testing.assert_allclose(x[:, 24:32, 24:32], 1.0)  # inside the square
+    np.testing.assert_array_equal(demo.upsample(images, 1)[..., 0],
+                                  images / 255.0)
+    for name in ("plain", "thermometer", "sap", "rrp"):
+        net = demo.build(name, 4, upsample=2)
+        assert net.input_shape == (None, 56, 56, 1), name
+    rrp = [la for la in demo.build("rrp", 4, upsample=2).layers
+           if isinstance(la, RandomResizePad)][0]
+    assert (rrp.max_size, len(rrp.patterns())) == (64, sum(
+        (65 - s) ** 2 for s in range(56, 64)))
+    with pytest.raises(ValueError, match="--upsample must be an integer"):
+        demo.parse_args(["--upsample=0"])
+    with pytest.raises(SystemExit):  # argparse names the accepted attacks
+        demo.parse_args(["--attack=fgsm"])
