@@ -382,9 +382,9 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
                  f"{result['robust_acc']:.4f} | {result['max_linf']:.4f} |"]
     if _SANITY.value:
         report["sanity"] = _sanity_checks(
-            adaptive.attack_model if described["eot_samples"] else model, ds,
-            {k: v for k, v in attack.items()
-             if k not in ("eot_samples", "naive")}, path, markdown)
+            model, adaptive, ds, {k: v for k, v in attack.items()
+                                  if k not in ("eot_samples", "naive")},
+            path, markdown)
     if _TRANSFER_MATRIX.value:
         report["transfer_matrix"] = _transfer_matrix(model, ds, attack,
                                                      markdown)
@@ -409,12 +409,24 @@ NAIVE_WARNING = ("naive: the defended model attacked as it is, without "
                  "robustness number")
 
 
-def _sanity_checks(model, ds, attack, path, markdown) -> dict:
-    """Gradient-masking checks on the first --sanity_examples images."""
+def _sanity_checks(model, adaptive, ds, attack, path, markdown) -> dict:
+    """Gradient-masking checks on the first --sanity_examples images; on a
+    randomized model through EOT, with Square querying the exact
+    expectation where `attacks.exact_eot` has one."""
+    import attacks
     from evaluation.report_sections import first_examples, sanity_section
 
     x, y = first_examples(ds, _SANITY.value)
-    return sanity_section(model, x, y, attack, path, markdown)
+    randomized = bool(adaptive.description["eot_samples"])
+    exact = None
+    if randomized:
+        try:
+            exact = attacks.exact_eot(model)
+        except ValueError:  # not a single RandomResizePad, or too many
+            exact = None
+    return sanity_section(adaptive.attack_model if randomized else model,
+                          x, y, attack, path, markdown,
+                          randomized=randomized, exact_model=exact)
 
 
 def _destruction(model, ds, attack_fn, markdown) -> list[dict]:
