@@ -423,7 +423,7 @@ def _sanity_checks(model, adaptive, ds, attack, path, markdown) -> dict:
         try:
             exact = attacks.exact_eot(model)
         except ValueError:  # not a single RandomResizePad, or too many
-            exact = None
+            pass
     return sanity_section(adaptive.attack_model if randomized else model,
                           x, y, attack, path, markdown,
                           randomized=randomized, exact_model=exact)

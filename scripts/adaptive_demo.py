@@ -239,7 +239,7 @@ def run_attack(model, x, y, seed: int, args) -> tf.Tensor:
     return fn(model, x, y, eps=args.eps, steps=args.steps, seed=seed)
 
 
-def pgd_accuracy(adaptive, net, x, y, args) -> dict:
+def attack_accuracy(adaptive, net, x, y, args) -> dict:
     """`args.attack` on `adaptive.attack_model`, scored with
     `adaptive.predict`."""
     require_adaptive(net, adaptive.description)
@@ -277,15 +277,15 @@ def evaluate_defense(name, net, undefended, x, y, args) -> dict:
     row = {"defense": name,
            "clean_acc": accuracy(adaptive.predict, x, y, args.batch_size),
            "clean_acc_naive": accuracy(naive.predict, x, y, args.batch_size),
-           "naive": {**pgd_accuracy(naive, net, x, y, args),
+           "naive": {**attack_accuracy(naive, net, x, y, args),
                      "flag": NAIVE_FLAG},
-           "adaptive": pgd_accuracy(adaptive, net, x, y, args),
+           "adaptive": attack_accuracy(adaptive, net, x, y, args),
            "undefended": {
                "network": ("plain madry_cnn (separately trained)"
                            if name == "thermometer" else
                            "same trained weights, defense layer active=False"),
                "clean_acc": accuracy(plain.predict, x, y, args.batch_size),
-               **pgd_accuracy(plain, undefended, x, y, args)}}
+               **attack_accuracy(plain, undefended, x, y, args)}}
     gap = 100 * (row["adaptive"]["pgd_acc"] - row["undefended"]["pgd_acc"])
     row["gap_points"] = round(gap, 2)
     row["within_5_points"] = bool(gap <= 5.0)
