@@ -306,7 +306,7 @@ def _suite(suite, model, model_path, ds, info, dataset_name, num,
     summary."""
     import keras
 
-    from evaluation.suites import run_suite, to_markdown
+    from evaluation.suite_runner import run_suite, to_markdown
 
     surrogates = [keras.saving.load_model(p) for p in _TRANSFER_FROM.value]
     label = f"suite_{suite.name}_eps{suite.eps:.4f}"

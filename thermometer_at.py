@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 import trainer
-from attacks import _core
+from attacks import primitives
 from layers.thermometer import ThermometerEncoding
 
 LS_PGA_ARGS = ("eps", "steps", "logit_step", "anneal", "temperature",
@@ -177,8 +177,8 @@ def _ls_pga_loop(body, y, mask, logits, steps, logit_step, anneal,
         with tf.GradientTape() as tape:
             tape.watch(logits)
             code = relaxed_encoding(logits, mask, temperature, mode)
-            loss = tf.reduce_sum(_core.per_example_loss(
-                _core.call_model(body, code), y, "ce"))
+            loss = tf.reduce_sum(primitives.per_example_loss(
+                primitives.call_model(body, code), y, "ce"))
         logits += logit_step * tf.sign(tape.gradient(loss, logits))
         temperature /= anneal
     return logits
@@ -188,7 +188,7 @@ _LOOP = tf.function(_ls_pga_loop, reduce_retracing=True)
 
 
 def _check_args(eps, steps, logit_step, anneal, temperature):
-    _core.validate(eps=eps, steps=steps)
+    primitives.validate(eps=eps, steps=steps)
     for name, value, low in (("logit_step", logit_step, 0.0),
                              ("temperature", temperature, 0.0)):
         if not (np.isfinite(value) and value > low):
@@ -210,21 +210,21 @@ def ls_pga_buckets(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None,
     and reference as `ls_pga`."""
     _check_args(eps, steps, logit_step, anneal, temperature)
     encoder, body = split_thermometer(model)
-    _core.check_inputs(x, y, 0.0, 1.0)
+    primitives.check_inputs(x, y, 0.0, 1.0)
     x = tf.cast(x, tf.float32)
-    y = (_core.default_labels(model, x) if y is None
+    y = (primitives.default_labels(model, x) if y is None
          else tf.cast(y, tf.int32))
     mask = reachable_mask(x, eps, encoder.levels)
     shape = tf.shape(mask)
-    pair = _core.seed_pair(seed, 0)
+    pair = primitives.seed_pair(seed, 0)
     if not rand_init:
         logits = tf.zeros(shape)
     elif pair is None:
         logits = tf.random.normal(shape)
     else:
         logits = tf.random.stateless_normal(shape, pair)
-    logits = _LOOP(body, y, mask, logits, int(steps), _core.as_scalar(
-        logit_step), _core.as_scalar(anneal), _core.as_scalar(temperature),
+    logits = _LOOP(body, y, mask, logits, int(steps), primitives.as_scalar(
+        logit_step), primitives.as_scalar(anneal), primitives.as_scalar(temperature),
         encoder.mode)
     return tf.argmax(tf.where(mask, logits, -np.inf), axis=-1,
                      output_type=tf.int32)

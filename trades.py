@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras.src.losses.loss import unscale_loss_for_distribution
 
 import trainer
-from attacks import _core
+from attacks import primitives
 
 INIT_STD = 0.001  # the reference code's start: x + 0.001 * N(0, 1)
 
@@ -40,15 +40,15 @@ def kl_divergence(logits_p: tf.Tensor, logits_q: tf.Tensor) -> tf.Tensor:
 
 
 def _perturb(model, x, noise, eps, step_size, steps):
-    p_logits = tf.stop_gradient(_core.call_model(model, x))
+    p_logits = tf.stop_gradient(primitives.call_model(model, x))
     x_adv = x + noise
     for _ in tf.range(steps):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
             kl = tf.reduce_sum(kl_divergence(
-                p_logits, _core.call_model(model, x_adv)))
+                p_logits, primitives.call_model(model, x_adv)))
         grad = tape.gradient(kl, x_adv)
-        delta = _core.project(x_adv + step_size * tf.sign(grad) - x, eps,
+        delta = primitives.project(x_adv + step_size * tf.sign(grad) - x, eps,
                               "inf")
         x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
     return x_adv
@@ -83,15 +83,15 @@ def trades_perturb(model: Callable, x: tf.Tensor, *, eps: float,
         ValueError: eps < 0, step_size <= 0, steps < 1 (naming the value),
             or `x` not a float rank-4 tensor in `[0, 1]`.
     """
-    _core.validate(eps=eps, norm="inf", steps=steps, step_size=step_size)
-    _core.check_inputs(x, None, 0.0, 1.0)
+    primitives.validate(eps=eps, norm="inf", steps=steps, step_size=step_size)
+    primitives.check_inputs(x, None, 0.0, 1.0)
     x = tf.cast(x, tf.float32)
     if seed is None:
         noise = tf.random.normal(tf.shape(x))
     else:
         noise = tf.random.stateless_normal(tf.shape(x), seed)
-    return _PERTURB(model, x, INIT_STD * noise, _core.as_scalar(eps),
-                    _core.as_scalar(step_size), tf.constant(int(steps)))
+    return _PERTURB(model, x, INIT_STD * noise, primitives.as_scalar(eps),
+                    primitives.as_scalar(step_size), tf.constant(int(steps)))
 
 
 @keras.saving.register_keras_serializable(package="robust_recipes")
@@ -186,7 +186,7 @@ class TradesTrainer(trainer.AdversarialTrainer):
     def __init__(self, net: keras.Model, eps: float = 0.031,
                  step_size: float = 0.007, steps: int = 10,
                  seed: int | None = None, **kwargs):
-        _core.validate(eps=eps, norm="inf", steps=steps, step_size=step_size)
+        primitives.validate(eps=eps, norm="inf", steps=steps, step_size=step_size)
         super().__init__(net, attack=None, alpha=0.0, **kwargs)
         self.eps, self.step_size = float(eps), float(step_size)
         self.steps = int(steps)

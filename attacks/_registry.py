@@ -1,7 +1,7 @@
 """The attack registry: `register_attack(name)` decorates an attack function
 so that recipes and evaluation suites can name it."""
 
-from registry import Registry
+from core.registry import Registry
 
 ATTACKS = Registry("attack")
 register_attack = ATTACKS.register

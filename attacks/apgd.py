@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
 
 ALPHA = 0.75  # the momentum weight of Alg. 1
@@ -133,22 +133,22 @@ def _apgd_loop(model, x, y, y_true, x_start, eps, thresholds, steps,
     batch = tf.shape(x)[0]
 
     def proj(v):
-        return tf.clip_by_value(x + _core.project(v - x, eps, norm),
+        return tf.clip_by_value(x + primitives.project(v - x, eps, norm),
                                 clip_min, clip_max)
 
     def evaluate(x_k):
         with tf.GradientTape() as tape:
             tape.watch(x_k)
-            logits = _core.call_model(model, x_k)
+            logits = primitives.call_model(model, x_k)
             obj = _objective(logits, y, y_true, loss, targeted)
             total = tf.reduce_sum(obj)
         grad = tape.gradient(total, x_k)
-        return obj, grad, _core.success(logits, y, targeted)
+        return obj, grad, primitives.success(logits, y, targeted)
 
     x0 = proj(x_start)
     obj0, grad0, succ0 = evaluate(x0)
     eta = tf.fill([batch, 1, 1, 1], 2.0 * eps)
-    x_cur = proj(x0 + eta * _core.steepest_step(grad0, norm))
+    x_cur = proj(x0 + eta * primitives.steepest_step(grad0, norm))
     x_prev = x0
     obj_prev = obj0
     # x_max / f_max: highest loss (restart point, condition 2); best: the
@@ -162,10 +162,10 @@ def _apgd_loop(model, x, y, y_true, x_start, eps, thresholds, steps,
         obj, grad, succ = evaluate(x_cur)
         count += tf.cast(obj > obj_prev, tf.float32)
         up = obj > f_max
-        x_max = _core.select(up, x_cur, x_max)
+        x_max = primitives.select(up, x_cur, x_max)
         f_max = tf.where(up, obj, f_max)
-        take = _core.better(succ, obj, best_succ, best_obj)
-        best_x = _core.select(take, x_cur, best_x)
+        take = primitives.better(succ, obj, best_succ, best_obj)
+        best_x = primitives.select(take, x_cur, best_x)
         best_obj = tf.where(take, obj, best_obj)
         best_succ = tf.where(take, succ, best_succ)
 
@@ -178,13 +178,13 @@ def _apgd_loop(model, x, y, y_true, x_start, eps, thresholds, steps,
         eta_last = tf.where(is_ckpt, eta, eta_last)
         f_max_last = tf.where(is_ckpt, f_max, f_max_last)
         count = tf.where(is_ckpt, tf.zeros_like(count), count)
-        eta = _core.select(reduce, eta * 0.5, eta)
+        eta = primitives.select(reduce, eta * 0.5, eta)
 
-        z = proj(x_cur + eta * _core.steepest_step(grad, norm))
+        z = proj(x_cur + eta * primitives.steepest_step(grad, norm))
         x_next = proj(x_cur + ALPHA * (z - x_cur)
                       + (1.0 - ALPHA) * (x_cur - x_prev))
-        x_prev = _core.select(reduce, x_max, x_cur)
-        x_cur = _core.select(reduce, x_max, x_next)
+        x_prev = primitives.select(reduce, x_max, x_cur)
+        x_cur = primitives.select(reduce, x_max, x_next)
         obj_prev = obj
     return best_x, best_obj, best_succ
 
@@ -195,16 +195,16 @@ _LOOP_XLA = tf.function(_apgd_loop, reduce_retracing=True, jit_compile=True)
 
 def _apgd(model, x, y, *, eps, steps, norm, targeted, restarts, rho,
           clip_min, clip_max, seed, jit_compile, loss, y_true):
-    _core.validate(eps=eps, norm=norm, steps=steps, restarts=restarts,
+    primitives.validate(eps=eps, norm=norm, steps=steps, restarts=restarts,
                    clip_min=clip_min, clip_max=clip_max)
     if not (np.isfinite(rho) and 0.0 < rho <= 1.0):
         raise ValueError(f"rho must be a number in (0, 1]; got {rho!r}")
-    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)
     need_logits = y is None or loss == "dlr"
-    logits = _core.call_model(model, x32) if need_logits else None
+    logits = primitives.call_model(model, x32) if need_logits else None
     if loss == "dlr":
         classes = int(logits.shape[-1])
         need = 4 if targeted else 3
@@ -221,23 +221,23 @@ def _apgd(model, x, y, *, eps, steps, norm, targeted, restarts, rho,
         y_true = tf.cast(y_true, tf.int32)
     else:
         y_true = y  # unused by the objective
-    eps_t = _core.as_scalar(eps)
-    lo, hi = _core.as_scalar(clip_min), _core.as_scalar(clip_max)
+    eps_t = primitives.as_scalar(eps)
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     thr = tf.constant(_thresholds(int(steps), float(rho)))
     steps_t = tf.constant(int(steps), tf.int32)
     loop = _LOOP_XLA if jit_compile else _LOOP
     best = None
     for r in range(int(restarts)):
-        x_start = _core.random_in_ball(x32, eps_t, norm,
-                                       _core.seed_pair(seed, r))
+        x_start = primitives.random_in_ball(x32, eps_t, norm,
+                                       primitives.seed_pair(seed, r))
         run = loop(model, x32, y, y_true, x_start, eps_t, thr, steps_t, lo,
                    hi, norm, bool(targeted), loss)
         if best is None:
             best = run
         else:
-            worse = _core.better(run[2], run[1], best[2], best[1])
+            worse = primitives.better(run[2], run[1], best[2], best[1])
             best = (
-                _core.select(worse, run[0], best[0]),
+                primitives.select(worse, run[0], best[0]),
                 tf.where(worse, run[1], best[1]),
                 tf.where(worse, run[2], best[2]),
             )

@@ -31,39 +31,18 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
 
-# Keeps atanh finite for pixels exactly at clip_min / clip_max.
-_TANH_BOUND = 1.0 - 1e-6
-_ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
 _UPPER_INIT = 1e10  # "no upper bound on c yet"
-
-
-def _to_tanh_space(x, lo, hi):
-    unit = (x - lo) / (hi - lo) * 2.0 - 1.0
-    return tf.atanh(tf.clip_by_value(unit, -_TANH_BOUND, _TANH_BOUND))
-
-
-def _from_tanh_space(w, lo, hi):
-    return lo + (hi - lo) * (tf.tanh(w) + 1.0) / 2.0
-
-
-def _margins(logits, y):
-    """`(Z_y, max_{i != y} Z_i)`, each `(batch,)`."""
-    logits = tf.cast(logits, tf.float32)
-    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
-    z_y = tf.reduce_sum(onehot * logits, axis=-1)
-    z_other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
-    return z_y, z_other
 
 
 def _objective(model, x, y, w, const, lo, hi, kappa, targeted):
     """Returns `(x', l2^2, f, success)` at `w`, each per example."""
-    x_adv = _from_tanh_space(w, lo, hi)
+    x_adv = primitives.from_tanh_space(w, lo, hi)
     l2sq = tf.reduce_sum(tf.square(x_adv - x), axis=[1, 2, 3])
-    logits = _core.call_model(model, x_adv)
-    z_y, z_other = _margins(logits, y)
+    logits = primitives.call_model(model, x_adv)
+    z_y, z_other = primitives.logit_margins(logits, y)
     gap = (z_other - z_y) if targeted else (z_y - z_other)
     f = tf.maximum(gap, -kappa)
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -84,8 +63,8 @@ def _adam_loop(model, x, y, w0, const, lr, steps, lo, hi, kappa, targeted):
     v = tf.zeros_like(w0)
     best_l2 = tf.fill([batch], np.float32(np.inf))
     best_x = x
-    b1 = tf.constant(_ADAM_B1, tf.float32)
-    b2 = tf.constant(_ADAM_B2, tf.float32)
+    b1 = tf.constant(primitives.ADAM_B1, tf.float32)
+    b2 = tf.constant(primitives.ADAM_B2, tf.float32)
     for i in tf.range(steps):
         with tf.GradientTape() as tape:
             tape.watch(w)
@@ -100,61 +79,23 @@ def _adam_loop(model, x, y, w0, const, lr, steps, lo, hi, kappa, targeted):
                 "attacks.bpda.bpda")
         take = tf.logical_and(succ, l2sq < best_l2)
         best_l2 = tf.where(take, l2sq, best_l2)
-        best_x = _core.select(take, x_adv, best_x)
+        best_x = primitives.select(take, x_adv, best_x)
         t = tf.cast(i + 1, tf.float32)
         m = b1 * m + (1.0 - b1) * grad
         v = b2 * v + (1.0 - b2) * tf.square(grad)
         m_hat = m / (1.0 - tf.pow(b1, t))
         v_hat = v / (1.0 - tf.pow(b2, t))
-        w = w - lr * m_hat / (tf.sqrt(v_hat) + _ADAM_EPS)
+        w = w - lr * m_hat / (tf.sqrt(v_hat) + primitives.ADAM_EPS)
     x_adv, l2sq, _, succ = _objective(model, x, y, w, const, lo, hi, kappa,
                                       targeted)
     take = tf.logical_and(succ, l2sq < best_l2)
     best_l2 = tf.where(take, l2sq, best_l2)
-    best_x = _core.select(take, x_adv, best_x)
+    best_x = primitives.select(take, x_adv, best_x)
     return best_x, best_l2, tf.math.is_finite(best_l2)
 
 
 _LOOP = tf.function(_adam_loop, reduce_retracing=True)
 _LOOP_XLA = tf.function(_adam_loop, reduce_retracing=True, jit_compile=True)
-
-
-def _check_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-
-def _prepare(model, x, y, *, eps, clip_min, clip_max, targeted):
-    """The shared prologue of the minimum-norm attacks (cw_l2, cw_linf,
-    cw_l0, lbfgs): checks `eps` (None or >= 0), `clip_min < clip_max`, a
-    target for `targeted=True` and the inputs (`_core.check_inputs`), then
-    returns `(x as a tensor, x as float32, y as int32 (the model's
-    predictions when None), batch size)`.
-
-    Raises:
-        ValueError: any of the checks above, naming the bad value.
-    """
-    if eps is not None:
-        _check_number("eps", eps, positive=False)
-    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
-    x32 = tf.cast(x, tf.float32)
-    if y is None:
-        y = _core.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
-    batch = int(x32.shape[0]) if x32.shape[0] is not None \
-        else int(tf.shape(x32)[0])
-    return x, x32, y, batch
-
-
-def _check_number(name, value, *, positive):
-    ok = isinstance(value, (int, float, np.integer, np.floating)) \
-        and not isinstance(value, bool) and np.isfinite(value) \
-        and (value > 0 if positive else value >= 0)
-    if not ok:
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number {bound}; "
-                         f"got {value!r}")
 
 
 @register_attack("cw_l2")
@@ -228,24 +169,24 @@ def cw_l2(
     Example:
         >>> x_adv = cw_l2(model, x, y, binary_search_steps=5, steps=100)
     """
-    _check_number("confidence", confidence, positive=False)
-    _check_number("c_init", c_init, positive=True)
-    _check_number("learning_rate", learning_rate, positive=True)
-    _check_int("binary_search_steps", binary_search_steps)
-    _check_int("steps", steps)
-    x, x32, y, batch = _prepare(model, x, y, eps=eps, clip_min=clip_min,
+    primitives.check_number("confidence", confidence, positive=False)
+    primitives.check_number("c_init", c_init, positive=True)
+    primitives.check_number("learning_rate", learning_rate, positive=True)
+    primitives.check_int("binary_search_steps", binary_search_steps)
+    primitives.check_int("steps", steps)
+    x, x32, y, batch = primitives.prepare_min_norm(model, x, y, eps=eps, clip_min=clip_min,
                                 clip_max=clip_max, targeted=targeted)
     del seed  # deterministic attack
     in_dtype = x.dtype
     if batch == 0:
         return tf.identity(x)
 
-    lo, hi = _core.as_scalar(clip_min), _core.as_scalar(clip_max)
-    kappa = _core.as_scalar(confidence)
-    lr = _core.as_scalar(learning_rate)
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
+    kappa = primitives.as_scalar(confidence)
+    lr = primitives.as_scalar(learning_rate)
     steps_t = tf.constant(int(steps), tf.int32)
     loop = _LOOP_XLA if jit_compile else _LOOP
-    w0 = _to_tanh_space(x32, lo, hi)
+    w0 = primitives.to_tanh_space(x32, lo, hi)
 
     const = np.full(batch, float(c_init), np.float64)
     lower = np.zeros(batch, np.float64)
@@ -260,7 +201,7 @@ def cw_l2(
         run_succ = run_succ.numpy()
         improve = run_succ & (run_l2 < best_l2)
         best_l2 = np.where(improve, run_l2, best_l2)
-        best_x = _core.select(tf.constant(improve), run_x, best_x)
+        best_x = primitives.select(tf.constant(improve), run_x, best_x)
         # Binary search on c, per example.
         upper = np.where(run_succ, np.minimum(upper, const), upper)
         lower = np.where(run_succ, lower, np.maximum(lower, const))
@@ -271,7 +212,7 @@ def cw_l2(
     x_adv = tf.where(tf.reshape(found, [-1, 1, 1, 1]),
                      tf.clip_by_value(best_x, lo, hi), x32)
     if eps is not None:
-        delta = _core.project(x_adv - x32, _core.as_scalar(eps), "2")
+        delta = primitives.project(x_adv - x32, primitives.as_scalar(eps), "2")
         x_adv = tf.clip_by_value(x32 + delta, lo, hi)
     out = tf.cast(x_adv, in_dtype)
     # Failures are x itself, bit for bit (not a float32 round trip).

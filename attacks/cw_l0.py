@@ -60,11 +60,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
-from attacks.cw import (_ADAM_B1, _prepare, _ADAM_B2, _ADAM_EPS, _check_int,
-                        _check_number, _from_tanh_space, _margins,
-                        _to_tanh_space)
 
 # A pixel whose largest channel change is below this fraction of the box is
 # "unchanged" (the tanh round trip alone moves pixels by ~1e-7).
@@ -73,7 +70,7 @@ _NEGLIGIBLE = 1e-4
 
 def _gap(logits, y, targeted):
     """The attacker's signed margin, < 0 where the attack succeeds."""
-    z_y, z_other = _margins(logits, y)
+    z_y, z_other = primitives.logit_margins(logits, y)
     return (z_other - z_y) if targeted else (z_y - z_other)
 
 
@@ -97,8 +94,8 @@ def _l0_solve(model, x, y, w0, mask, const, lr, steps, lo, hi, kappa,
         w_end: the last iterate, the warm start of a retry.
     """
     batch = tf.shape(x)[0]
-    b1 = tf.constant(_ADAM_B1, tf.float32)
-    b2 = tf.constant(_ADAM_B2, tf.float32)
+    b1 = tf.constant(primitives.ADAM_B1, tf.float32)
+    b2 = tf.constant(primitives.ADAM_B2, tf.float32)
     allowed = mask > 0.5
     w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)
     x_sol, w_sol = x, w0
@@ -108,9 +105,9 @@ def _l0_solve(model, x, y, w0, mask, const, lr, steps, lo, hi, kappa,
     while i <= steps and not tf.reduce_all(solved):
         with tf.GradientTape() as tape:
             tape.watch(w)
-            x_adv = tf.where(allowed, _from_tanh_space(w, lo, hi), x)
+            x_adv = tf.where(allowed, primitives.from_tanh_space(w, lo, hi), x)
             l2sq = tf.reduce_sum(tf.square(x_adv - x), axis=[1, 2, 3])
-            logits = _core.call_model(model, x_adv)
+            logits = primitives.call_model(model, x_adv)
             gap = _gap(logits, y, targeted)
             total = tf.reduce_sum(l2sq + const * tf.maximum(gap, -kappa))
         grad = tape.gradient(total, w)
@@ -121,15 +118,15 @@ def _l0_solve(model, x, y, w0, mask, const, lr, steps, lo, hi, kappa,
                 "attacks.bpda.bpda")
         new = tf.logical_and(_succeeded(logits, y, gap, kappa, targeted),
                              tf.logical_not(solved))
-        x_sol = _core.select(new, x_adv, x_sol)
-        w_sol = _core.select(new, w, w_sol)
+        x_sol = primitives.select(new, x_adv, x_sol)
+        w_sol = primitives.select(new, w, w_sol)
         solved = tf.logical_or(solved, new)
         t = tf.cast(i + 1, tf.float32)
         m = b1 * m + (1.0 - b1) * grad
         v = b2 * v + (1.0 - b2) * tf.square(grad)
         step = lr * (m / (1.0 - tf.pow(b1, t))) / (
-            tf.sqrt(v / (1.0 - tf.pow(b2, t))) + _ADAM_EPS)
-        w = _core.select(solved, w, w - step)
+            tf.sqrt(v / (1.0 - tf.pow(b2, t))) + primitives.ADAM_EPS)
+        w = primitives.select(solved, w, w - step)
         i += 1
     return solved, x_sol, w_sol, w
 
@@ -138,7 +135,7 @@ def _inspect(model, x_sol, y, kappa, targeted):
     """`(success, d gap / d x)` at `x_sol`."""
     with tf.GradientTape() as tape:
         tape.watch(x_sol)
-        logits = _core.call_model(model, x_sol)
+        logits = primitives.call_model(model, x_sol)
         gap = _gap(logits, y, targeted)
         total = tf.reduce_sum(gap)
     grad = tape.gradient(total, x_sol)
@@ -231,29 +228,29 @@ def cw_l0(
         >>> pixels = tf.reduce_sum(tf.cast(tf.reduce_any(
         ...     x_adv != x, axis=-1), tf.int32), axis=[1, 2])
     """
-    _check_number("confidence", confidence, positive=False)
-    _check_number("c_init", c_init, positive=True)
-    _check_number("c_max", c_max, positive=True)
+    primitives.check_number("confidence", confidence, positive=False)
+    primitives.check_number("c_init", c_init, positive=True)
+    primitives.check_number("c_max", c_max, positive=True)
     if c_max < c_init:
         raise ValueError(f"c_max must be >= c_init; got c_max={c_max!r}, "
                          f"c_init={c_init!r}")
-    _check_int("steps", steps)
-    _check_number("learning_rate", learning_rate, positive=True)
-    _check_number("prune_fraction", prune_fraction, positive=True)
+    primitives.check_int("steps", steps)
+    primitives.check_number("learning_rate", learning_rate, positive=True)
+    primitives.check_number("prune_fraction", prune_fraction, positive=True)
     if not prune_fraction < 1:
         raise ValueError(
             f"prune_fraction must be in (0, 1); got {prune_fraction!r}")
-    _check_int("max_rounds", max_rounds)
-    x, x32, y, batch = _prepare(model, x, y, eps=None, clip_min=clip_min,
+    primitives.check_int("max_rounds", max_rounds)
+    x, x32, y, batch = primitives.prepare_min_norm(model, x, y, eps=None, clip_min=clip_min,
                                 clip_max=clip_max, targeted=targeted)
     del seed  # deterministic attack
     in_dtype = x.dtype
     if batch == 0:
         return tf.identity(x)
 
-    lo, hi = _core.as_scalar(clip_min), _core.as_scalar(clip_max)
-    kappa = _core.as_scalar(confidence)
-    lr = _core.as_scalar(learning_rate)
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
+    kappa = primitives.as_scalar(confidence)
+    lr = primitives.as_scalar(learning_rate)
     steps_t = tf.constant(int(steps), tf.int32)
     solve = _SOLVE_XLA if jit_compile else _SOLVE
     negligible = _NEGLIGIBLE * (clip_max - clip_min)
@@ -264,7 +261,7 @@ def cw_l0(
     active = np.ones(batch, bool)
     best_x = x_np.copy()
     best_count = np.full(batch, np.iinfo(np.int64).max, np.int64)
-    w_warm = _to_tanh_space(x32, lo, hi).numpy()
+    w_warm = primitives.to_tanh_space(x32, lo, hi).numpy()
     for _ in range(int(max_rounds)):
         idx = np.flatnonzero(active)
         if idx.size == 0:

@@ -62,11 +62,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
-from attacks.cw import (_ADAM_B1, _prepare, _ADAM_B2, _ADAM_EPS, _check_int,
-                        _check_number, _from_tanh_space, _margins,
-                        _to_tanh_space)
 
 # A solve counts as within tau when ||x' - x||_inf <= tau * (1 + slack):
 # Adam iterates hover around the hinge, and an exact test would rarely see
@@ -80,13 +77,13 @@ _TAU_FLOOR = 1e-5
 
 def _linf_objective(model, x, y, w, const, tau, lo, hi, kappa, targeted):
     """`(x', ||x' - x||_inf, loss, success)` at `w`, per example."""
-    x_adv = _from_tanh_space(w, lo, hi)
+    x_adv = primitives.from_tanh_space(w, lo, hi)
     delta = x_adv - x
     linf = tf.reduce_max(tf.abs(delta), axis=[1, 2, 3])
     tau_b = tf.reshape(tau, [-1, 1, 1, 1])
     penalty = tf.reduce_sum(tf.nn.relu(tf.abs(delta) - tau_b), axis=[1, 2, 3])
-    logits = _core.call_model(model, x_adv)
-    z_y, z_other = _margins(logits, y)
+    logits = primitives.call_model(model, x_adv)
+    z_y, z_other = primitives.logit_margins(logits, y)
     gap = (z_other - z_y) if targeted else (z_y - z_other)
     loss = const * tf.maximum(gap, -kappa) + penalty
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -114,8 +111,8 @@ def _linf_solve(model, x, y, w0, const, tau, lr, steps, lo, hi, kappa,
     """
     batch = tf.shape(x)[0]
     inf = tf.fill([batch], np.float32(np.inf))
-    b1 = tf.constant(_ADAM_B1, tf.float32)
-    b2 = tf.constant(_ADAM_B2, tf.float32)
+    b1 = tf.constant(primitives.ADAM_B1, tf.float32)
+    b2 = tf.constant(primitives.ADAM_B2, tf.float32)
     bound = tau * (1.0 + _TAU_SLACK)
     w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)
     best_x, best_linf = x, inf
@@ -137,25 +134,25 @@ def _linf_solve(model, x, y, w0, const, tau, lr, steps, lo, hi, kappa,
                 "attacks.bpda.bpda")
         take = tf.logical_and(succ, linf < best_linf)
         best_linf = tf.where(take, linf, best_linf)
-        best_x = _core.select(take, x_adv, best_x)
+        best_x = primitives.select(take, x_adv, best_x)
         new = tf.logical_and(tf.logical_and(succ, linf <= bound),
                              tf.logical_not(solved))
-        w_sol = _core.select(new, w, w_sol)
+        w_sol = primitives.select(new, w, w_sol)
         linf_sol = tf.where(new, linf, linf_sol)
         solved = tf.logical_or(solved, new)
         t = tf.cast(i + 1, tf.float32)
         m = b1 * m + (1.0 - b1) * grad
         v = b2 * v + (1.0 - b2) * tf.square(grad)
         step = lr * (m / (1.0 - tf.pow(b1, t))) / (
-            tf.sqrt(v / (1.0 - tf.pow(b2, t))) + _ADAM_EPS)
-        w = _core.select(solved, w, w - step)
+            tf.sqrt(v / (1.0 - tf.pow(b2, t))) + primitives.ADAM_EPS)
+        w = primitives.select(solved, w, w - step)
         i += 1
     # A failed solve hands on its last iterate, moved into the tau-box.
-    x_end = _from_tanh_space(w, lo, hi)
+    x_end = primitives.from_tanh_space(w, lo, hi)
     tau_b = tf.reshape(tau, [-1, 1, 1, 1])
     x_end = x + tf.clip_by_value(x_end - x, -tau_b, tau_b)
     return (best_x, best_linf, solved, w_sol, linf_sol,
-            _to_tanh_space(x_end, lo, hi))
+            primitives.to_tanh_space(x_end, lo, hi))
 
 
 _SOLVE = tf.function(_linf_solve, reduce_retracing=True)
@@ -250,29 +247,29 @@ def cw_linf(
         >>> x_adv = cw_linf(model, x, y, steps=100)
         >>> linf = tf.reduce_max(tf.abs(x_adv - x), axis=[1, 2, 3])
     """
-    _check_number("confidence", confidence, positive=False)
-    _check_number("c_init", c_init, positive=True)
-    _check_number("c_max", c_max, positive=True)
+    primitives.check_number("confidence", confidence, positive=False)
+    primitives.check_number("c_init", c_init, positive=True)
+    primitives.check_number("c_max", c_max, positive=True)
     if c_max < c_init:
         raise ValueError(f"c_max must be >= c_init; got c_max={c_max!r}, "
                          f"c_init={c_init!r}")
-    _check_number("tau_init", tau_init, positive=True)
-    _check_number("tau_decay", tau_decay, positive=True)
+    primitives.check_number("tau_init", tau_init, positive=True)
+    primitives.check_number("tau_decay", tau_decay, positive=True)
     if not tau_decay < 1:
         raise ValueError(f"tau_decay must be in (0, 1); got {tau_decay!r}")
-    _check_int("steps", steps)
-    _check_number("learning_rate", learning_rate, positive=True)
-    _check_int("max_rounds", max_rounds)
-    x, x32, y, batch = _prepare(model, x, y, eps=eps, clip_min=clip_min,
+    primitives.check_int("steps", steps)
+    primitives.check_number("learning_rate", learning_rate, positive=True)
+    primitives.check_int("max_rounds", max_rounds)
+    x, x32, y, batch = primitives.prepare_min_norm(model, x, y, eps=eps, clip_min=clip_min,
                                 clip_max=clip_max, targeted=targeted)
     del seed  # deterministic attack
     in_dtype = x.dtype
     if batch == 0:
         return tf.identity(x)
 
-    lo, hi = _core.as_scalar(clip_min), _core.as_scalar(clip_max)
-    kappa = _core.as_scalar(confidence)
-    lr = _core.as_scalar(learning_rate)
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
+    kappa = primitives.as_scalar(confidence)
+    lr = primitives.as_scalar(learning_rate)
     steps_t = tf.constant(int(steps), tf.int32)
     solve = _SOLVE_XLA if jit_compile else _SOLVE
     floor = _TAU_FLOOR * (clip_max - clip_min)
@@ -282,7 +279,7 @@ def cw_linf(
     active = np.ones(batch, bool)
     best_linf = np.full(batch, np.inf, np.float32)
     best_x = x32.numpy()
-    w_warm = _to_tanh_space(x32, lo, hi).numpy()
+    w_warm = primitives.to_tanh_space(x32, lo, hi).numpy()
     for _ in range(int(max_rounds)):
         idx = np.flatnonzero(active)
         if idx.size == 0:
@@ -309,7 +306,7 @@ def cw_linf(
     found = tf.constant(np.isfinite(best_linf))
     x_adv = tf.clip_by_value(tf.constant(best_x), lo, hi)
     if eps is not None:
-        e = _core.as_scalar(eps)
+        e = primitives.as_scalar(eps)
         x_adv = tf.clip_by_value(x32 + tf.clip_by_value(x_adv - x32, -e, e),
                                  lo, hi)
     out = tf.cast(x_adv, in_dtype)

@@ -32,15 +32,15 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
 
 _TINY = 1e-12
 
 
 def _validate(norm, steps, overshoot, num_classes, eps, clip_min, clip_max):
-    if norm not in _core.NORMS:
-        raise ValueError(f"norm must be one of {_core.NORMS}; got {norm!r}")
+    if norm not in primitives.NORMS:
+        raise ValueError(f"norm must be one of {primitives.NORMS}; got {norm!r}")
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
     if (isinstance(overshoot, bool) or not np.isfinite(overshoot)
@@ -54,7 +54,7 @@ def _validate(norm, steps, overshoot, num_classes, eps, clip_min, clip_max):
     if eps is not None and not (np.isfinite(eps) and eps >= 0):
         raise ValueError(
             f"eps must be None or a finite number >= 0; got {eps!r}")
-    _core.check_box(clip_min, clip_max)
+    primitives.check_box(clip_min, clip_max)
 
 
 def _sum_over_pixels(v):
@@ -75,7 +75,7 @@ def _deepfool_loop(model, x, y, cand, steps, overshoot, clip_min, clip_max,
         x_cur = tf.clip_by_value(x + scale * r_total, clip_min, clip_max)
         with tf.GradientTape() as tape:
             tape.watch(x_cur)
-            logits = tf.cast(_core.call_model(model, x_cur), tf.float32)
+            logits = tf.cast(primitives.call_model(model, x_cur), tf.float32)
             picked = tf.gather(logits, idx, batch_dims=1)  # (batch, 1 + K)
         active = tf.equal(
             tf.argmax(logits, axis=-1, output_type=tf.int32), y)
@@ -111,7 +111,7 @@ def _deepfool_loop(model, x, y, cand, steps, overshoot, clip_min, clip_max,
             r = tf.reshape(f_l / (n_l + _TINY), shape) * tf.sign(w_l)
         else:
             r = tf.reshape(f_l / (tf.square(n_l) + _TINY), shape) * w_l
-        r_total = r_total + _core.select(active, r, tf.zeros_like(r))
+        r_total = r_total + primitives.select(active, r, tf.zeros_like(r))
         # Keep r_total consistent with the box (no hidden excess beyond it).
         r_total = (tf.clip_by_value(x + scale * r_total, clip_min, clip_max)
                    - x) / scale
@@ -186,24 +186,24 @@ def deepfool(
     """
     del seed  # deterministic
     _validate(norm, steps, overshoot, num_classes, eps, clip_min, clip_max)
-    _core.check_inputs(x, y, clip_min, clip_max)
+    primitives.check_inputs(x, y, clip_min, clip_max)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)
-    logits0 = tf.cast(_core.call_model(model, x32), tf.float32)
+    logits0 = tf.cast(primitives.call_model(model, x32), tf.float32)
     if y is None:
         y = tf.argmax(logits0, axis=-1, output_type=tf.int32)
     y = tf.cast(y, tf.int32)
     k = min(int(num_classes), int(logits0.shape[-1]))
     cand = tf.math.top_k(logits0, k=k).indices
     cand = tf.cast(cand, tf.int32)
-    over = _core.as_scalar(overshoot)
-    lo, hi = _core.as_scalar(clip_min), _core.as_scalar(clip_max)
+    over = primitives.as_scalar(overshoot)
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     loop = _LOOP_XLA if jit_compile else _LOOP
     r_total = loop(model, x32, y, cand, tf.constant(int(steps), tf.int32),
                    over, lo, hi, norm)
     delta = (1.0 + over) * r_total
     if eps is not None:
-        delta = _core.project(delta, _core.as_scalar(eps), norm)
+        delta = primitives.project(delta, primitives.as_scalar(eps), norm)
     x_adv = tf.clip_by_value(x32 + delta, lo, hi)
     return tf.cast(x_adv, in_dtype)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
 from attacks.pgd import pgd
 
@@ -37,7 +37,7 @@ def illc_steps(eps: float, clip_min: float = 0.0,
 
 def least_likely_labels(model: Callable, x: tf.Tensor) -> tf.Tensor:
     """int32 `(batch,)`: the class of smallest logit at `x`."""
-    return tf.argmin(_core.call_model(model, x), axis=-1,
+    return tf.argmin(primitives.call_model(model, x), axis=-1,
                      output_type=tf.int32)
 
 
@@ -95,11 +95,11 @@ def illc(
         Sec. 2.2 (step size and iteration count).
     """
     del seed
-    _core.validate(eps=eps, norm=norm, steps=1 if steps is None else steps,
+    primitives.validate(eps=eps, norm=norm, steps=1 if steps is None else steps,
                    step_size=step_size, clip_min=clip_min, clip_max=clip_max)
     if norm != "inf":
         raise ValueError(f"illc supports only norm='inf'; got {norm!r}")
-    _core.check_inputs(x, y, clip_min, clip_max)
+    primitives.check_inputs(x, y, clip_min, clip_max)
     if steps is None:
         steps = illc_steps(eps, clip_min, clip_max)
     if step_size is None:

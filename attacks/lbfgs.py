@@ -56,9 +56,8 @@ import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
-from attacks.cw import _check_int, _check_number, _prepare
 
 
 def _model_loss(model, x_adv, y, targeted):
@@ -66,7 +65,7 @@ def _model_loss(model, x_adv, y, targeted):
     respect to `x_adv`, and success `(batch,)` at `x_adv`."""
     with tf.GradientTape() as tape:
         tape.watch(x_adv)
-        logits = tf.cast(_core.call_model(model, x_adv), tf.float32)
+        logits = tf.cast(primitives.call_model(model, x_adv), tf.float32)
         if targeted:
             loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
         else:
@@ -80,7 +79,7 @@ def _model_loss(model, x_adv, y, targeted):
         raise ValueError(
             "the model's logits have no gradient with respect to x (a "
             "non-differentiable layer?); attack it through attacks.bpda.bpda")
-    return loss, grad, _core.success(logits, y, targeted)
+    return loss, grad, primitives.success(logits, y, targeted)
 
 
 _LOSS = tf.function(_model_loss, reduce_retracing=True)
@@ -214,12 +213,12 @@ def lbfgs(
         >>> x_adv = lbfgs(model, x, target, targeted=True,
         ...               binary_search_steps=8, steps=100)
     """
-    _check_number("c_init", c_init, positive=True)
-    _check_int("binary_search_steps", binary_search_steps)
-    _check_int("steps", steps)
+    primitives.check_number("c_init", c_init, positive=True)
+    primitives.check_int("binary_search_steps", binary_search_steps)
+    primitives.check_int("steps", steps)
     if batch_size is not None:
-        _check_int("batch_size", batch_size)
-    x, x32, y, batch = _prepare(model, x, y, eps=eps, clip_min=clip_min,
+        primitives.check_int("batch_size", batch_size)
+    x, x32, y, batch = primitives.prepare_min_norm(model, x, y, eps=eps, clip_min=clip_min,
                                 clip_max=clip_max, targeted=targeted)
     del seed  # deterministic attack
     in_dtype = x.dtype
@@ -251,7 +250,7 @@ def lbfgs(
     found = tf.reshape(tf.constant(np.isfinite(best_l2)), [-1, 1, 1, 1])
     x_adv = tf.constant(np.concatenate([ch.best_x for ch in chunks]))
     if eps is not None:
-        delta = _core.project(x_adv - x32, _core.as_scalar(eps), "2")
+        delta = primitives.project(x_adv - x32, primitives.as_scalar(eps), "2")
         x_adv = x32 + delta
     out = tf.clip_by_value(tf.cast(x_adv, in_dtype),
                            tf.cast(clip_min, in_dtype),

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
 
 _TINY = 1e-12
@@ -32,14 +32,14 @@ def _mi_loop(model, x, y, eps, step_size, mu, steps, clip_min, clip_max,
     for _ in tf.range(steps):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
-            logits = _core.call_model(model, x_adv)
+            logits = primitives.call_model(model, x_adv)
             total = tf.reduce_sum(
-                sign * _core.per_example_loss(logits, y, loss))
+                sign * primitives.per_example_loss(logits, y, loss))
         grad = tape.gradient(total, x_adv)
         l1 = tf.reduce_sum(tf.abs(grad), axis=axes, keepdims=True)
         g = mu * g + grad / tf.maximum(l1, _TINY)
         delta = x_adv + step_size * tf.sign(g) - x
-        x_adv = tf.clip_by_value(x + _core.project(delta, eps, "inf"),
+        x_adv = tf.clip_by_value(x + primitives.project(delta, eps, "inf"),
                                  clip_min, clip_max)
     return x_adv
 
@@ -109,7 +109,7 @@ def mi_fgsm(
         Attacks with Momentum", arXiv 1710.06081, Algorithm 1 (Eqs. 6-7).
     """
     del seed
-    _core.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
+    primitives.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
                    loss=loss, clip_min=clip_min, clip_max=clip_max)
     if norm != "inf":
         raise ValueError(f"mi_fgsm supports only norm='inf'; got {norm!r}")
@@ -117,17 +117,17 @@ def mi_fgsm(
         raise ValueError(f"mu must be a finite number >= 0; got {mu!r}")
     if step_size is None:
         step_size = eps / steps
-    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)
     if y is None:
-        y = _core.default_labels(model, x32)
+        y = primitives.default_labels(model, x32)
     y = tf.cast(y, tf.int32)
     loop = _LOOP_XLA if jit_compile else _LOOP
-    x_adv = loop(model, x32, y, _core.as_scalar(eps),
-                 _core.as_scalar(step_size), _core.as_scalar(mu),
+    x_adv = loop(model, x32, y, primitives.as_scalar(eps),
+                 primitives.as_scalar(step_size), primitives.as_scalar(mu),
                  tf.constant(int(steps), tf.int32),
-                 _core.as_scalar(clip_min), _core.as_scalar(clip_max),
+                 primitives.as_scalar(clip_min), primitives.as_scalar(clip_max),
                  bool(targeted), loss)
     return tf.cast(x_adv, in_dtype)

@@ -52,9 +52,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
-from attacks.cw import _check_int, _check_number
 
 EARLY_STOPS = ("paper", "success", "none")
 _TARGET_PROB = 0.9  # paper: targeted early stop, p_target > 90%
@@ -84,7 +83,7 @@ def _apply(x, idx, rows, cols, vals):
 
 def _evaluate(model, x, idx, rows, cols, vals, labels):
     """Log-probability of `labels` and the prediction at each candidate."""
-    logits = _core.call_model(model, _apply(x, idx, rows, cols, vals))
+    logits = primitives.call_model(model, _apply(x, idx, rows, cols, vals))
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return _label_log_prob(logits, labels), pred
 
@@ -180,19 +179,19 @@ def one_pixel(
     Example:
         >>> x_adv = one_pixel(model, x, y, pixels=1, popsize=400, steps=100)
     """
-    _check_int("pixels", pixels)
+    primitives.check_int("pixels", pixels)
     if isinstance(popsize, bool) or not isinstance(
             popsize, (int, np.integer)) or popsize < 4:
         raise ValueError(f"popsize must be an integer >= 4; got {popsize!r}")
-    _check_int("steps", steps)
-    _check_number("mutation", mutation, positive=True)
+    primitives.check_int("steps", steps)
+    primitives.check_number("mutation", mutation, positive=True)
     if mutation > 2:
         raise ValueError(f"mutation must be in (0, 2]; got {mutation!r}")
     if early_stop not in EARLY_STOPS:
         raise ValueError(
             f"early_stop must be one of {EARLY_STOPS}; got {early_stop!r}")
-    _check_int("batch_size", batch_size)
-    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    primitives.check_int("batch_size", batch_size)
+    primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     n, height, width, channels = (int(d) for d in x.shape)
     if pixels > height * width:
@@ -205,7 +204,7 @@ def one_pixel(
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)
     if y is None:
-        y = _core.default_labels(model, x32)
+        y = primitives.default_labels(model, x32)
     y_np = tf.cast(y, tf.int32).numpy()
     # Fitness to minimise: log p_y (untargeted) or -log p_t (targeted).
     sign = -1.0 if targeted else 1.0
@@ -247,7 +246,7 @@ def one_pixel(
         return logp < np.log(_TRUE_PROB)
 
     # The unperturbed images: already-successful ones are left alone.
-    logits = tf.concat([_core.call_model(model, x32[s:s + batch_size])
+    logits = tf.concat([primitives.call_model(model, x32[s:s + batch_size])
                         for s in range(0, n, batch_size)], 0)
     fit_x = sign * _label_log_prob(logits, tf.constant(y_np)).numpy()
     pred_x = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy()

@@ -14,13 +14,13 @@ from typing import Callable
 
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
 
 
 def _evaluate(model, x_adv, y, sign, loss):
-    logits = _core.call_model(model, x_adv)
-    obj = sign * _core.per_example_loss(logits, y, loss)
+    logits = primitives.call_model(model, x_adv)
+    obj = sign * primitives.per_example_loss(logits, y, loss)
     return logits, obj
 
 
@@ -28,11 +28,11 @@ def _keep(best, x_adv, logits, obj, y, targeted, force, allow=True):
     """Per example, replaces the best point by `x_adv` where it is worse for
     the model (or where `force`), but only where `allow`."""
     best_x, best_obj, best_succ = best
-    succ = _core.success(logits, y, targeted)
-    take = tf.logical_or(force, _core.better(succ, obj, best_succ, best_obj))
+    succ = primitives.success(logits, y, targeted)
+    take = tf.logical_or(force, primitives.better(succ, obj, best_succ, best_obj))
     take = tf.logical_and(take, allow)
     return (
-        _core.select(take, x_adv, best_x),
+        primitives.select(take, x_adv, best_x),
         tf.where(take, obj, best_obj),
         tf.where(take, succ, best_succ),
     )
@@ -60,9 +60,9 @@ def _pgd_loop(model, x, y, x_start, eps, step_size, steps, clip_min,
         # x_adv here is iterate i; i == 0 is the start, which never counts.
         force = tf.fill([batch], tf.equal(i, 1))
         best = _keep(best, x_adv, logits, obj, y, targeted, force, i > 0)
-        delta = x_adv + step_size * _core.steepest_step(grad, norm) - x
+        delta = x_adv + step_size * primitives.steepest_step(grad, norm) - x
         x_adv = tf.clip_by_value(
-            x + _core.project(delta, eps, norm), clip_min, clip_max
+            x + primitives.project(delta, eps, norm), clip_min, clip_max
         )
     logits, obj = _evaluate(model, x_adv, y, sign, loss)
     force = tf.fill([batch], tf.equal(steps, 1))
@@ -137,34 +137,34 @@ def pgd(
     Example:
         >>> x_adv = pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=10)
     """
-    _core.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
+    primitives.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
                    restarts=restarts, loss=loss, clip_min=clip_min,
                    clip_max=clip_max)
-    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)
     if y is None:
-        y = _core.default_labels(model, x32)
+        y = primitives.default_labels(model, x32)
     y = tf.cast(y, tf.int32)
-    eps_t, step_t = _core.as_scalar(eps), _core.as_scalar(step_size)
-    lo, hi = _core.as_scalar(clip_min), _core.as_scalar(clip_max)
+    eps_t, step_t = primitives.as_scalar(eps), primitives.as_scalar(step_size)
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     steps_t = tf.constant(int(steps), tf.int32)
     loop = _LOOP_XLA if jit_compile else _LOOP
     best = None
     for r in range(int(restarts)):
         x_start = x32
         if rand_init:
-            seed_r = _core.seed_pair(seed, r)
-            x_start = _core.random_in_ball(x32, eps_t, norm, seed_r)
+            seed_r = primitives.seed_pair(seed, r)
+            x_start = primitives.random_in_ball(x32, eps_t, norm, seed_r)
         run = loop(model, x32, y, x_start, eps_t, step_t, steps_t, lo, hi,
                    norm, bool(targeted), loss)
         if best is None:
             best = run
         else:
-            worse = _core.better(run[2], run[1], best[2], best[1])
+            worse = primitives.better(run[2], run[1], best[2], best[1])
             best = (
-                _core.select(worse, run[0], best[0]),
+                primitives.select(worse, run[0], best[0]),
                 tf.where(worse, run[1], best[1]),
                 tf.where(worse, run[2], best[2]),
             )

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
 
 
@@ -29,11 +29,11 @@ def _rfgsm_step(model, x, y, x_rand, eps, step, clip_min, clip_max,
     x_prime = tf.clip_by_value(x_rand, clip_min, clip_max)
     with tf.GradientTape() as tape:
         tape.watch(x_prime)
-        logits = _core.call_model(model, x_prime)
-        total = tf.reduce_sum(sign * _core.per_example_loss(logits, y, loss))
+        logits = primitives.call_model(model, x_prime)
+        total = tf.reduce_sum(sign * primitives.per_example_loss(logits, y, loss))
     grad = tape.gradient(total, x_prime)
     delta = x_prime + step * tf.sign(grad) - x
-    return tf.clip_by_value(x + _core.project(delta, eps, "inf"),
+    return tf.clip_by_value(x + primitives.project(delta, eps, "inf"),
                             clip_min, clip_max)
 
 
@@ -95,7 +95,7 @@ def rfgsm(
         "Ensemble Adversarial Training: Attacks and Defenses",
         arXiv 1705.07204, Sec. 4.1, Eq. 7.
     """
-    _core.validate(eps=eps, norm=norm, loss=loss, clip_min=clip_min,
+    primitives.validate(eps=eps, norm=norm, loss=loss, clip_min=clip_min,
                    clip_max=clip_max)
     if norm != "inf":
         raise ValueError(f"rfgsm supports only norm='inf'; got {norm!r}")
@@ -105,21 +105,21 @@ def rfgsm(
         raise ValueError(
             f"alpha must satisfy 0 <= alpha <= eps = {eps!r}; got {alpha!r}"
         )
-    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     x32 = tf.cast(x, tf.float32)
     if y is None:
-        y = _core.default_labels(model, x32)
+        y = primitives.default_labels(model, x32)
     y = tf.cast(y, tf.int32)
-    pair = _core.seed_pair(seed, 0)
+    pair = primitives.seed_pair(seed, 0)
     if pair is None:
         noise = tf.random.normal(tf.shape(x32))
     else:
         noise = tf.random.stateless_normal(tf.shape(x32), pair)
     x_rand = x32 + float(alpha) * tf.sign(noise)
     step = _STEP_XLA if jit_compile else _STEP
-    x_adv = step(model, x32, y, x_rand, _core.as_scalar(eps),
-                 _core.as_scalar(eps - alpha), _core.as_scalar(clip_min),
-                 _core.as_scalar(clip_max), bool(targeted), loss)
+    x_adv = step(model, x32, y, x_rand, primitives.as_scalar(eps),
+                 primitives.as_scalar(eps - alpha), primitives.as_scalar(clip_min),
+                 primitives.as_scalar(clip_max), bool(targeted), loss)
     return tf.cast(x_adv, in_dtype)

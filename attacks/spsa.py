@@ -24,7 +24,7 @@ or the cross-entropy. The perturbed queries `x_t +- delta v_i` are not
 clipped to the box (clipping would bias the estimate at the box faces).
 
 Per example the best iterate `x_1..x_T` is returned (adversarial first, then
-higher objective, as `_core.better`); with `early_stop` an example is no
+higher objective, as `primitives.better`); with `early_stop` an example is no
 longer queried once an iterate is adversarial (the paper stops the whole
 attack at its success threshold; here each example stops on its own).
 """
@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
 
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -58,9 +58,9 @@ def _check(samples, delta, max_batch):
 
 
 def _objective(model, x, y, sign, loss, targeted):
-    logits = _core.call_model(model, x)
-    obj = sign * _core.per_example_loss(logits, y, loss)
-    return obj, _core.success(logits, y, targeted)
+    logits = primitives.call_model(model, x)
+    obj = sign * primitives.per_example_loss(logits, y, loss)
+    return obj, primitives.success(logits, y, targeted)
 
 
 def _estimate(model, x, y, delta, pairs, max_batch, key, sign, loss):
@@ -84,8 +84,8 @@ def _estimate(model, x, y, delta, pairs, max_batch, key, sign, loss):
         v = tf.cast(2 * bits - 1, tf.float32)  # (k, n, H, W, C)
         points = x[None] + delta * tf.concat([v, -v], 0)
         flat = tf.reshape(points, tf.concat([[-1], shape[1:]], 0))
-        logits = _core.call_model(model, flat)
-        obj = sign * _core.per_example_loss(logits, tf.tile(y, [2 * k]),
+        logits = primitives.call_model(model, flat)
+        obj = sign * primitives.per_example_loss(logits, tf.tile(y, [2 * k]),
                                             loss)
         obj = tf.reshape(obj, tf.stack([2, k, n]))
         diff = obj[0] - obj[1]  # (k, n)
@@ -105,7 +105,7 @@ def _spsa_loop(model, x, y, x_start, eps, lr, delta, pairs, max_batch, steps,
 
     def proj(point, origin):
         return tf.clip_by_value(
-            origin + _core.project(point - origin, eps, norm), lo, hi)
+            origin + primitives.project(point - origin, eps, norm), lo, hi)
 
     x_adv = proj(x_start, x)
     m = tf.zeros_like(x)
@@ -131,10 +131,10 @@ def _spsa_loop(model, x, y, x_start, eps, lr, delta, pairs, max_batch, steps,
         v_hat = va / (1.0 - _ADAM_B2 ** step)
         xa = proj(xa + lr * m_hat / (tf.sqrt(v_hat) + _ADAM_EPS), x0)
         obj, succ = _objective(model, xa, ya, sign, loss, targeted)
-        take = _core.better(succ, obj, tf.gather_nd(best_succ, idx),
+        take = primitives.better(succ, obj, tf.gather_nd(best_succ, idx),
                             tf.gather_nd(best_obj, idx))
         best_x = tf.tensor_scatter_nd_update(
-            best_x, idx, _core.select(take, xa, tf.gather_nd(best_x, idx)))
+            best_x, idx, primitives.select(take, xa, tf.gather_nd(best_x, idx)))
         best_obj = tf.tensor_scatter_nd_update(
             best_obj, idx, tf.where(take, obj, tf.gather_nd(best_obj, idx)))
         best_succ = tf.tensor_scatter_nd_update(
@@ -163,7 +163,7 @@ def _seed_tensor(seed):
 def _labels(model, x32, y):
     """`y` as int32, or the model's predictions when it is None."""
     if y is None:
-        y = _core.default_labels(model, x32)
+        y = primitives.default_labels(model, x32)
     return tf.cast(y, tf.int32)
 
 
@@ -209,12 +209,12 @@ def spsa_gradient(
         >>> g = spsa_gradient(model, x, y, samples=1024, seed=0)
     """
     _check(samples, delta, max_batch)
-    _core.validate(eps=0.0, loss=loss)
-    _core.check_inputs(x, y, -np.inf, np.inf, targeted=targeted)
+    primitives.validate(eps=0.0, loss=loss)
+    primitives.check_inputs(x, y, -np.inf, np.inf, targeted=targeted)
     x32 = tf.cast(tf.convert_to_tensor(x), tf.float32)
     y = _labels(model, x32, y)
     key = tf.random.experimental.stateless_fold_in(_seed_tensor(seed), 1)
-    return _ESTIMATE(model, x32, y, _core.as_scalar(delta),
+    return _ESTIMATE(model, x32, y, primitives.as_scalar(delta),
                      tf.constant(samples // 2, tf.int32),
                      tf.constant(int(max_batch), tf.int32), key,
                      -1.0 if targeted else 1.0, loss)
@@ -289,25 +289,25 @@ def spsa(
     Example:
         >>> x_adv = spsa(model, x, y, eps=0.1, steps=100, seed=0)
     """
-    _core.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
+    primitives.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
                    loss=loss, clip_min=clip_min, clip_max=clip_max)
     _check(samples, delta, max_batch)
-    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     if eps == 0:
         return tf.clip_by_value(x, clip_min, clip_max)
     x32 = tf.cast(x, tf.float32)
     y = _labels(model, x32, y)
-    eps_t = _core.as_scalar(eps)
+    eps_t = primitives.as_scalar(eps)
     x_start = x32
     if rand_init:
-        x_start = _core.random_in_ball(x32, eps_t, norm,
-                                       _core.seed_pair(seed, 0))
-    best = _LOOP(model, x32, y, x_start, eps_t, _core.as_scalar(step_size),
-                 _core.as_scalar(delta), tf.constant(samples // 2, tf.int32),
+        x_start = primitives.random_in_ball(x32, eps_t, norm,
+                                       primitives.seed_pair(seed, 0))
+    best = _LOOP(model, x32, y, x_start, eps_t, primitives.as_scalar(step_size),
+                 primitives.as_scalar(delta), tf.constant(samples // 2, tf.int32),
                  tf.constant(int(max_batch), tf.int32),
                  tf.constant(int(steps), tf.int32), _seed_tensor(seed),
-                 _core.as_scalar(clip_min), _core.as_scalar(clip_max), norm,
+                 primitives.as_scalar(clip_min), primitives.as_scalar(clip_max), norm,
                  bool(targeted), loss, bool(early_stop))
     return tf.cast(best[0], in_dtype)

@@ -56,7 +56,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks import _core
+from attacks import primitives
 from attacks._registry import register_attack
 
 SQUARE_LOSSES = ("margin", "cw", "ce")
@@ -190,8 +190,8 @@ def _linf_candidate(x, x_best, eps, side, lo, hi, key):
     signs = _sign(sign_shape, keys[2])
     for k in range(_REDRAWS):  # redraw squares that would change nothing
         redraw = _sign(sign_shape, keys[3 + k])
-        signs = _core.select(changes(signs), signs, redraw)
-    signs = _core.select(changes(signs), signs, -signs)
+        signs = primitives.select(changes(signs), signs, redraw)
+    signs = primitives.select(changes(signs), signs, -signs)
     delta = tf.where(mask > 0, eps * signs, x_best - x)
     return tf.clip_by_value(x + delta, lo, hi)
 
@@ -269,7 +269,7 @@ def _l2_candidate(x, x_best, eps, side, table, level, lo, hi, key):
     tmp = rho * eta + old
     avail = tf.sqrt(tf.square(window_norm(nu * union)) + unused2 / chans)
     new_w1 = tmp / tf.maximum(window_norm(tmp), _TINY) * avail
-    nu_new = _core.project(nu * (1.0 - union) + new_w1 * m1, eps, "2")
+    nu_new = primitives.project(nu * (1.0 - union) + new_w1 * m1, eps, "2")
     return tf.clip_by_value(x + nu_new, lo, hi)
 
 
@@ -282,9 +282,9 @@ def _square_loop(model, x, y, eps, sides, levels, table, seed, lo, hi, dims,
     sign = -1.0 if targeted else 1.0
 
     def evaluate(x_adv, labels):
-        logits = _core.call_model(model, x_adv)
-        obj = sign * _core.per_example_loss(logits, labels, base)
-        return obj, _core.success(logits, labels, targeted)
+        logits = primitives.call_model(model, x_adv)
+        obj = sign * primitives.per_example_loss(logits, labels, base)
+        return obj, primitives.success(logits, labels, targeted)
 
     init_key = tf.random.experimental.stateless_fold_in(seed, 0)
     if norm == "inf":
@@ -307,7 +307,7 @@ def _square_loop(model, x, y, eps, sides, levels, table, seed, lo, hi, dims,
         obj_new, succ_new = evaluate(x_new, tf.gather_nd(y, idx))
         take = obj_new > tf.gather_nd(obj, idx)
         x_best = tf.tensor_scatter_nd_update(
-            x_best, idx, _core.select(take, x_new, xb_c))
+            x_best, idx, primitives.select(take, x_new, xb_c))
         obj = tf.tensor_scatter_nd_update(
             obj, idx, tf.where(take, obj_new, tf.gather_nd(obj, idx)))
         succ = tf.tensor_scatter_nd_update(
@@ -400,29 +400,29 @@ def square(
     if loss not in SQUARE_LOSSES:
         raise ValueError(
             f"loss must be one of {SQUARE_LOSSES}; got {loss!r}")
-    _core.validate(eps=eps, norm=norm, steps=steps, restarts=restarts,
+    primitives.validate(eps=eps, norm=norm, steps=steps, restarts=restarts,
                    clip_min=clip_min, clip_max=clip_max)
     if p_init is None:
         p_init = P_INIT_DEFAULT[norm]
     if (isinstance(p_init, bool) or not np.isscalar(p_init)
             or not (np.isfinite(p_init) and 0.0 < p_init <= 1.0)):
         raise ValueError(f"p_init must be a number in (0, 1]; got {p_init!r}")
-    _core.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
     in_dtype = x.dtype
     if eps == 0:
         return tf.clip_by_value(x, clip_min, clip_max)
     x32 = tf.cast(x, tf.float32)
     if y is None:
-        y = _core.default_labels(model, x32)
+        y = primitives.default_labels(model, x32)
     y = tf.cast(y, tf.int32)
     dims = tuple(int(d) for d in x.shape[1:])
     height, width = dims[0], dims[1]
     sides = side_lengths(float(p_init), int(steps), height, width, norm)
     table, levels = _pattern_table(sides)
-    args = (_core.as_scalar(eps), tf.constant(sides), tf.constant(levels),
+    args = (primitives.as_scalar(eps), tf.constant(sides), tf.constant(levels),
             tf.constant(table))
-    lo, hi = _core.as_scalar(clip_min), _core.as_scalar(clip_max)
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     best = None
     for r in range(int(restarts)):
         seed_r = _seed_tensor(seed, r)
@@ -436,9 +436,9 @@ def square(
         run = _LOOP(model, tf.gather_nd(x32, idx), tf.gather_nd(y, idx),
                     *args, seed_r, lo, hi, dims, norm, bool(targeted), loss)
         old = [tf.gather_nd(b, idx) for b in best]
-        worse = _core.better(run[2], run[1], old[2], old[1])
+        worse = primitives.better(run[2], run[1], old[2], old[1])
         best = tuple(
             tf.tensor_scatter_nd_update(
-                b, idx, _core.select(worse, new, prev))
+                b, idx, primitives.select(worse, new, prev))
             for b, new, prev in zip(best, run, old))
     return tf.cast(best[0], in_dtype)

@@ -8,7 +8,7 @@
 
 A registry in the style of timm's pretrained configs (`arch.tag` names,
 URL, SHA-256, model kwargs, input contract, threat model, published
-numbers, paper, license); see `checkpoints.registry` for the entries,
+numbers, paper, license); see `checkpoints.published` for the entries,
 `checkpoints.loading.load` for every accepted form (registered name,
 tensorpack `.npz`, our `.keras`, Keras Applications), and
 `checkpoints.fine_tune.adapt` for a new input size / head / frozen stages.
@@ -16,7 +16,7 @@ tensorpack `.npz`, our `.keras`, Keras Applications), and
 
 from checkpoints.fine_tune import adapt
 from checkpoints.loading import load
-from checkpoints.registry import CHECKPOINTS
+from checkpoints.published import CHECKPOINTS
 from checkpoints.spec import CheckpointSpec, ThreatModel
 
 __all__ = ["CheckpointSpec", "ThreatModel", "adapt", "get",

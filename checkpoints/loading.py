@@ -26,7 +26,7 @@ import keras
 
 from checkpoints import convert_tensorpack, keras_applications
 from checkpoints.download import fetch
-from checkpoints.registry import CHECKPOINTS
+from checkpoints.published import CHECKPOINTS
 
 
 def describe_forms() -> str:

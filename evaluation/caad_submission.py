@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from attacks._core import call_model
+from attacks.primitives import call_model
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 import attacks
+from evaluation.accuracy import robust_accuracy
 
 STEP_SIZE_RULES = ("config", "xie2019")
 # Minimum-norm attacks (no eps-ball) and host-loop attacks: no curve.
@@ -165,7 +166,6 @@ def measure(model: Callable, x: np.ndarray, y: np.ndarray,
     config (`bind_attack`) or a bound `fn(model, x, y) -> x_adv`; a config
     with `targeted` draws one random wrong target per image (`seed`).
     Returns robust_accuracy's dict (`clean_acc`, `robust_acc`, ...)."""
-    from evaluation import robust_accuracy  # lazy: evaluation imports us
 
     x, y = check_arrays(x, y)
     fn = config if callable(config) else bind_attack(config, model)

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.ndimage
 import tensorflow as tf
 
-from attacks._core import call_model
+from attacks.primitives import call_model
 
 
 def _images(x: Any, name: str = "x") -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from evaluation.attack_labels import attack_label
 from evaluation.curves import (bind_attack, check_arrays, check_batch_size,
                                logits)
 
@@ -162,7 +163,6 @@ def to_markdown(result: Mapping[str, Any], *, digits: int = 1) -> str:
     missing = [k for k in need if k not in result]
     if missing:
         raise ValueError(f"not a transfer_matrix result: missing {missing}")
-    from evaluation import attack_label  # lazy: evaluation imports us
 
     names = result["names"]
     pct = lambda v: f"{100 * v:.{digits}f}"  # noqa: E731

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import keras
 
-from registry import Registry
+from core.registry import Registry
 
 MODELS = Registry("model")
 register_model = MODELS.register

@@ -37,7 +37,7 @@ Smoke: bottleneck ResNet at depth (1, 2, 1, 1) and width 8 on 64 real
 Fashion-MNIST images tiled to 3 channels at 64 x 64, batch 4, 2 training
 steps of 2-step PGD (the full depth takes ~1 min per smoke run to trace).
 
-Published weights: checkpoint `resnet152.xie2019_in1k` (checkpoints/registry.py;
+Published weights: checkpoint `resnet152.xie2019_in1k` (checkpoints/published.py;
 `python evaluate.py --checkpoint=resnet152.xie2019_in1k` evaluates it,
 `train.py --init_checkpoint=resnet152.xie2019_in1k` fine-tunes from it).
 """

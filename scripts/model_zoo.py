@@ -9,7 +9,7 @@ attacks at the recipe's evaluation threat model (norm, eps, untargeted).
     python scripts/model_zoo.py --write    # rewrite it inside README.md
 
 The same command writes the published-checkpoints table from the registry
-of `checkpoints/registry.py`. tests/test_model_zoo.py fails when README.md
+of `checkpoints/published.py`. tests/test_model_zoo.py fails when README.md
 disagrees with the results or the registry.
 """
 
@@ -91,7 +91,7 @@ def table() -> str:
 
 
 def checkpoints_table() -> str:
-    """The registry (checkpoints/registry.py) as a Markdown table."""
+    """The registry (checkpoints/published.py) as a Markdown table."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import checkpoints

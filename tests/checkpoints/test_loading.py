@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import checkpoints
-from checkpoints.registry import CHECKPOINTS, GAUSSIAN_AFTER_STAGE
+from checkpoints.published import CHECKPOINTS, GAUSSIAN_AFTER_STAGE
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from test_convert_tensorpack import make_tensors  # noqa: E402

@@ -17,7 +17,7 @@ SHA-256, so the first download records one (see `checkpoints.download`).
 from __future__ import annotations
 
 from checkpoints.spec import CheckpointSpec, ThreatModel
-from registry import Registry
+from core.registry import Registry
 
 CHECKPOINTS = Registry("checkpoint")
 

@@ -1,6 +1,6 @@
 """Attacker suites: their specification (attacks.suites), the scoring
 rules, runs on a CNN trained on real Fashion-MNIST, and resume after an
-interruption (evaluation.suites)."""
+interruption (evaluation.suite_runner)."""
 
 import dataclasses
 import json
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from attacks.suites import SUITES, Attacker, get_suite
-from evaluation.suites import run_suite, summarize, to_markdown
+from evaluation.suite_runner import run_suite, summarize, to_markdown
 
 
 @pytest.fixture(scope="module")

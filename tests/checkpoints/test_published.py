@@ -69,7 +69,7 @@ def test_threat_model_validation():
 
 
 def test_registering_a_name_twice_fails():
-    from checkpoints.registry import register
+    from checkpoints.published import register
 
     spec = checkpoints.get(XIE[0])
     with pytest.raises(KeyError, match="already registered"):

@@ -1,5 +1,8 @@
-"""Shared pieces of the attack library: validation, random starts in the
-eps-ball, steepest-ascent steps, projection and per-example losses.
+"""Shared pieces of the attack library, public so that every attack (and
+the trainers and evaluation, through them) uses one copy: validation,
+random starts in the eps-ball, steepest-ascent steps, projection,
+per-example losses, argument checks, and the tanh change of variables,
+logit margins and prologue of the minimum-norm attacks.
 
 All tensors are float32 images `(batch, height, width, channels)` on the same
 pixel scale as `clip_min`/`clip_max` (default `[0, 1]`); `eps` and
@@ -9,7 +12,8 @@ References:
     Madry, Makelov, Schmidt, Tsipras, Vladu 2018, "Towards Deep Learning
     Models Resistant to Adversarial Attacks", arXiv 1706.06083, Eq. 2 (the
     projected step) and Sec. 3 (random start, restarts).
-    Carlini & Wagner 2017, arXiv 1608.04644, Sec. V.A, f_6 (margin loss).
+    Carlini & Wagner 2017, arXiv 1608.04644, Sec. V.A, f_6 (margin loss)
+    and Sec. V (the tanh change of variables).
 """
 
 from __future__ import annotations
@@ -227,3 +231,87 @@ def as_scalar(value: float) -> tf.Tensor:
     compiled loops avoids one retrace per eps value."""
     return tf.constant(float(value), tf.float32)
 
+
+
+# -- argument checks shared by the attacks with host-side loops ------------
+
+
+def check_int(name: str, value: Any) -> None:
+    """Raises ValueError unless `value` is an integer >= 1 (bools refused);
+    the message names `name` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+
+
+def check_number(name: str, value: Any, *, positive: bool) -> None:
+    """Raises ValueError unless `value` is a finite real number, > 0 when
+    `positive` else >= 0 (bools refused); the message names `name`."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) \
+        and not isinstance(value, bool) and np.isfinite(value) \
+        and (value > 0 if positive else value >= 0)
+    if not ok:
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}; "
+                         f"got {value!r}")
+
+
+# -- the minimum-norm attacks (cw_l2, cw_linf, cw_l0, lbfgs) ---------------
+# Carlini & Wagner 2017, arXiv 1608.04644, Sec. V: the change of variables
+# x' = lo + (hi - lo) * (tanh(w) + 1) / 2 keeps x' in the box, and Adam
+# (Kingma & Ba 2015, arXiv 1412.6980, Alg. 1, default moments) minimises
+# over w.
+
+# Keeps atanh finite for pixels exactly at clip_min / clip_max.
+TANH_BOUND = 1.0 - 1e-6
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+def to_tanh_space(x: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
+    """`w = atanh(2 (x - lo) / (hi - lo) - 1)`, float32 of the shape of
+    `x`, the argument clipped to +-TANH_BOUND so that w stays finite."""
+    unit = (x - lo) / (hi - lo) * 2.0 - 1.0
+    return tf.atanh(tf.clip_by_value(unit, -TANH_BOUND, TANH_BOUND))
+
+
+def from_tanh_space(w: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
+    """The inverse of `to_tanh_space`: a point of `[lo, hi]`."""
+    return lo + (hi - lo) * (tf.tanh(w) + 1.0) / 2.0
+
+
+def logit_margins(logits: tf.Tensor, y: tf.Tensor
+                  ) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(Z_y, max_{i != y} Z_i)`, each float32 `(batch,)`, from logits
+    `(batch, classes)` and int labels `(batch,)` (C&W's f_6 terms)."""
+    logits = tf.cast(logits, tf.float32)
+    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
+    z_y = tf.reduce_sum(onehot * logits, axis=-1)
+    z_other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
+    return z_y, z_other
+
+
+def prepare_min_norm(model: Callable, x: Any, y: Any, *, eps: float | None,
+                     clip_min: float, clip_max: float, targeted: bool
+                     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, int]:
+    """The shared prologue of the minimum-norm attacks (cw_l2, cw_linf,
+    cw_l0, lbfgs): checks `eps` (None or >= 0), `clip_min < clip_max`, a
+    target for `targeted=True` and the inputs (`check_inputs`).
+
+    Returns:
+        `(x as a tensor, x as float32, y as int32 (the model's predictions
+        when None), batch size as a Python int)`.
+
+    Raises:
+        ValueError: any of the checks above, naming the bad value.
+    """
+    if eps is not None:
+        check_number("eps", eps, positive=False)
+    check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    x = tf.convert_to_tensor(x)
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    batch = int(x32.shape[0]) if x32.shape[0] is not None \
+        else int(tf.shape(x32)[0])
+    return x, x32, y, batch
