@@ -24,8 +24,7 @@ import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-import distribute  # noqa: E402
-import run_flags  # noqa: E402
+from training import distribute, run_flags  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", None, "A .keras model file.")
 _CHECKPOINT = flags.DEFINE_string(
@@ -156,6 +155,11 @@ def _attack_config(cfg: dict) -> dict:
     missing = [k for k in ("eps", "step_size", "steps") if k not in attack]
     if missing and attack["name"] in ("pgd", "bim"):
         raise app.UsageError(f"set {missing} with flags (no recipe config)")
+    missing = [k for k in _required_args(attack["name"]) if k not in attack]
+    if missing:
+        raise app.UsageError(
+            f"attack {attack['name']!r} needs {missing}; set them with "
+            + ", ".join(f"--{k}" for k in missing))
     attack["seed"] = _SEED.value
     if _BPDA.value:
         attack["bpda"] = True
@@ -196,6 +200,18 @@ def _needs_eps(name: str) -> bool:
     return param is not None and param.default is inspect.Parameter.empty
 
 
+def _required_args(name: str) -> list[str]:
+    """The keyword arguments without a default of attack `name` (e.g. the
+    step size and steps of "trades_kl")."""
+    import inspect
+
+    import attacks
+
+    params = inspect.signature(attacks.get_attack(name)).parameters
+    return [k for k, p in params.items() if p.kind == p.KEYWORD_ONLY
+            and p.default is inspect.Parameter.empty]
+
+
 def _report_path(report_dir: pathlib.Path, label: str) -> pathlib.Path:
     if _OUTPUT.value:
         path = pathlib.Path(_OUTPUT.value)
@@ -217,7 +233,7 @@ def main(argv):
     import data
     import layers  # noqa: F401  (registers the defense layers for loading)
     import models  # noqa: F401  (and the models' own layers)
-    from trainer import AdversarialTrainer
+    from training.adversarial import AdversarialTrainer
 
     # ----------------------------------------------------- model and data
     cfg, model_path, report_dir = _settings()

@@ -28,9 +28,8 @@ import time  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-import distribute  # noqa: E402
 import recipes  # noqa: E402
-import run_flags  # noqa: E402
+from training import distribute, run_flags  # noqa: E402
 
 _RECIPE = config_flags.DEFINE_config_file(
     "recipe", None, "Recipe NAME[:ARG] or path/to/config.py[:ARG].")
@@ -157,51 +156,17 @@ def main(argv):
     print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
 
 
-def build_trainer(cfg, net, teacher):
-    """The training method of `cfg.train.method` around `net`: the keras
-    Model that fit() trains, its loss and its metrics. Each method's module
-    reads its own fields of `cfg` (see its `from_recipe`).
-
-    Raises:
-        ValueError: unknown method (lists `METHODS`).
-    """
-    method = cfg.train.method
-    if method == "adversarial":  # natural training when cfg.attack is None
-        import trainer
-        return trainer.from_recipe(cfg, net)
-    if method == "distillation":  # teacher stage when teacher is None
-        import distillation
-        return distillation.from_recipe(cfg, net, teacher)
-    if method == "free":
-        import free_at
-        return free_at.from_recipe(cfg, net)
-    if method == "trades":
-        import trades
-        return trades.from_recipe(cfg, net)
-    if method == "ensemble":
-        import ensemble_at
-        return ensemble_at.from_recipe(cfg, net)
-    if method == "thermometer":
-        import thermometer_at
-        return thermometer_at.from_recipe(cfg, net)
-    raise ValueError(f"train.method must be one of {METHODS}; got "
-                     f"{method!r}")
-
-
-METHODS = ("adversarial", "distillation", "free", "trades", "ensemble",
-           "thermometer")
-
-
 def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
               steps_per_epoch, teacher):
     """Builds, trains and saves one network in `workdir` (which receives
     `config_json` once the model is built); returns it."""
     import checkpoints
-    import models
-    import optimization
-    from callbacks import build_callbacks
-    from catastrophic_overfitting import CatastrophicOverfittingStop
     import data
+    import models
+    import training
+    from training import optimization
+    from training.callbacks import build_callbacks
+    from training.catastrophic_overfitting import CatastrophicOverfittingStop
 
     # ---------------------------------------------------------------- model
     x_spec = ds_train.element_spec[0]
@@ -222,7 +187,7 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
                 cfg.model.name, num_classes=info.num_classes,
                 input_shape=tuple(x_spec.shape[1:]),
                 **{**stats, **cfg.model.kwargs.to_dict()})
-        model, loss, metrics = build_trainer(cfg, net, teacher)
+        model, loss, metrics = training.build_trainer(cfg, net, teacher)
         model.build(x_spec.shape)
         model.compile(
             optimizer=optimization.build_optimizer(

@@ -25,20 +25,23 @@ from attacks.exact_eot import exact_eot
 from attacks.fgsm import fgm, fgsm
 from attacks.illc import illc
 from attacks.lbfgs import lbfgs
+from attacks.ls_pga import ls_pga
 from attacks.mi_fgsm import mi_fgsm
 from attacks.one_pixel import one_pixel
 from attacks.pgd import bim, pgd
 from attacks.rfgsm import rfgsm
 from attacks.spsa import spsa
 from attacks.square import square
+from attacks.trades_kl import trades_kl
 from attacks.transfer import transfer
 from attacks.adaptive import adaptive_model, require_adaptive, threat_model
 
 __all__ = [
     "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l0", "cw_l2", "cw_linf",
     "deepfool", "eot", "exact_eot", "fgm", "fgsm", "from_config",
-    "get_attack", "illc", "lbfgs", "list_attacks", "mi_fgsm", "one_pixel",
-    "pgd", "rfgsm", "spsa", "square", "transfer", "with_straight_through",
+    "get_attack", "illc", "lbfgs", "list_attacks", "ls_pga", "mi_fgsm",
+    "one_pixel", "pgd", "rfgsm", "spsa", "square", "trades_kl", "transfer",
+    "with_straight_through",
     "EAGER_ONLY",
 ]
 

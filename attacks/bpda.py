@@ -41,6 +41,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from core.keras_internals import FUNCTIONAL_MODEL_TYPES
+
 
 def _call(fn: Callable, x: tf.Tensor, training: bool) -> tf.Tensor:
     if isinstance(fn, keras.layers.Layer):
@@ -227,9 +229,7 @@ def with_straight_through(model: keras.Model) -> keras.Model:
         Athalye, Carlini, Wagner 2018, arXiv 1802.00420, Sec. 4.1 (BPDA) and
         Sec. 5.2.1 (thermometer encoding broken with it).
     """
-    from keras.src.models.functional import Functional  # no public alias
-
-    if not isinstance(model, (Functional, keras.Sequential)):
+    if not isinstance(model, FUNCTIONAL_MODEL_TYPES):
         raise ValueError(
             "with_straight_through needs a Functional or Sequential "
             f"keras.Model; got {type(model).__name__}")

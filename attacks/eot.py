@@ -43,6 +43,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from core.keras_internals import flatten_layers
+
 
 def _call(model: Callable, x: tf.Tensor, training: bool) -> tf.Tensor:
     if isinstance(model, keras.layers.Layer):
@@ -55,7 +57,7 @@ def _per_batch_random_layers(model: Callable) -> list[str]:
     if not isinstance(model, keras.layers.Layer):
         return []
     found = []
-    for layer in [model] + list(model._flatten_layers(include_self=False)):
+    for layer in [model] + flatten_layers(model, include_self=False):
         if (getattr(layer, "randomized", False)
                 and getattr(layer, "active", True)
                 and hasattr(layer, "draw_params")):

@@ -31,7 +31,8 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import models  # noqa: E402
-from trainer import AdversarialTrainer, classification_loss  # noqa: E402
+from training.adversarial import AdversarialTrainer  # noqa: E402
+from training.losses import classification_loss  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", "madry_cnn", "Registered model name.")
 _WIDTH = flags.DEFINE_integer("width", None, "Model width override.")

@@ -59,8 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
         "decay_factor": 0.1,
     })
     c.train = ml_collections.ConfigDict({
-        # "adversarial" (AdversarialTrainer; natural when attack is None) or
-        # "distillation" (teacher then student at `temperature`).
+        # A name in training.list_methods(), each a module of training/:
+        # "adversarial" (AdversarialTrainer; natural training when attack is
+        # None), "distillation" (teacher then student at `temperature`),
+        # "free" (minibatch replay), "trades" (KL term, weight `beta`),
+        # "ensemble" (static pre-trained sources), "thermometer" (LS-PGA).
         "method": "adversarial",
         "temperature": 1.0,
         "epochs": 1,

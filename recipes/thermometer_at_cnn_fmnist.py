@@ -6,7 +6,7 @@ To Resist Adversarial Examples", ICLR, OpenReview S18Su--CW (no arXiv id):
 each pixel enters the network as a 16-level thermometer code (Sec. 3; the
 `ThermometerEncoding` input defense, so conv1's input is 28 x 28 x 16);
 training mixes clean examples 50/50 with LS-PGA ones (Alg. 3, see
-`thermometer_at.py`). LS-PGA follows the reference TF code in
+`attacks/ls_pga.py`, `training/thermometer_at.py`). LS-PGA follows the reference TF code in
 anishathalye/obfuscated-gradients (thermometer/: 16 levels, temperature 1
 divided by 1.2 per step, 7 steps) except for the steps (4, to fit a CPU)
 and the logit step: 1.0 on signed gradients, because small steps barely

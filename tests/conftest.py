@@ -4,7 +4,9 @@
 - the CPU split into 2 logical devices so MirroredStrategy runs for real;
 - a `slow` marker skipped unless `--run_slow`;
 - `fmnist_cnn`: a CNN naturally trained once per session on real
-  Fashion-MNIST, reused by every attack-strength test.
+  Fashion-MNIST, reused by every attack-strength test;
+- `thermometer_net`: a thermometer-encoded CNN trained once per session,
+  shared by the LS-PGA, BPDA and thermometer-training tests.
 """
 
 import os
@@ -73,6 +75,25 @@ def fmnist_cnn(tmp_path_factory):
             verbose=0)
     net.save(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def thermometer_net(fmnist_test):
+    """A thermometer CNN (tests/attacks/thermometer_net.py) naturally
+    trained 2 epochs on 3000 real training images, and 256 test images:
+    `(net, x float32 (256, 28, 28, 1) in [0, 1], y int32 (256,))`."""
+    from data.fashion_mnist import load_fashion_mnist
+    from tests.attacks.thermometer_net import thermometer_cnn
+
+    keras.utils.set_random_seed(3)
+    x, y = load_fashion_mnist("train")
+    net = thermometer_cnn()
+    net.compile(optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True))
+    net.fit(x[:3000, ..., None].astype("float32") / 255.0,
+            y[:3000].astype("int32"), batch_size=100, epochs=2, verbose=0)
+    return net, fmnist_test[0][:256], fmnist_test[1][:256]
 
 
 def load_cnn(path):

@@ -20,11 +20,11 @@ import tensorflow as tf
 
 import data
 import models
-import optimization
+from training import optimization
 import recipes
 from data import tfds_datasets
 from tests.train_utils import run_train
-from trainer import AdversarialTrainer
+from training.adversarial import AdversarialTrainer
 
 NAMES = ("denoise_resnet152", "resnet152_baseline", "denoise_all_resnext101")
 # (model, denoise hook, trainable parameters with 1000 classes): the

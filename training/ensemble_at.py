@@ -45,7 +45,9 @@ import keras
 import tensorflow as tf
 
 import attacks
-import trainer
+from training import register_method
+from training.adversarial import AdversarialTrainer
+from training.losses import classification_loss
 
 SELECTIONS = ("random", "round_robin")
 LABELS = ("true", "predicted")
@@ -81,7 +83,7 @@ def check_static_models(net: keras.Model,
 
 
 @keras.saving.register_keras_serializable(package="robust_recipes")
-class EnsembleAdversarialTrainer(trainer.AdversarialTrainer):
+class EnsembleAdversarialTrainer(AdversarialTrainer):
     """Trains `net` on batches whose last `k = round(adv_fraction * m)`
     examples are replaced by adversarial examples crafted on one source per
     step: `net` itself or one of the frozen `static_models`.
@@ -233,7 +235,9 @@ def load_static_models(paths: Sequence[str]) -> list[keras.Model]:
     return models
 
 
-def from_recipe(cfg, net: keras.Model):
+@register_method("ensemble")
+def from_recipe(cfg, net: keras.Model,
+                teacher: keras.Model | None = None):
     """(`EnsembleAdversarialTrainer`, loss, metrics) for `train.method ==
     "ensemble"`, reading `cfg.attack` and `cfg.train.{static_models,
     adv_fraction, adv_weight, source_selection, attack_labels, seed,
@@ -242,10 +246,11 @@ def from_recipe(cfg, net: keras.Model):
     Raises:
         ValueError: see `load_static_models` and `check_static_models`.
     """
+    del teacher  # single-stage method (training.build_trainer's signature)
     t = cfg.train
     model = EnsembleAdversarialTrainer(
         net, load_static_models(t.static_models), cfg.attack.to_dict(),
         adv_fraction=t.adv_fraction, adv_weight=t.adv_weight,
         selection=t.source_selection, labels=t.attack_labels, seed=t.seed)
-    return model, trainer.classification_loss(t.label_smoothing), [
+    return model, classification_loss(t.label_smoothing), [
         "accuracy"]

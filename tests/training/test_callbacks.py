@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from callbacks import build_callbacks
+from training.callbacks import build_callbacks
 
 
 def test_nan_keeps_last_good_checkpoint_and_backup(tmp_path):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import optimization
-import distribute  # its CPU mirrored strategy avoids collective-key clashes
-from optimization import L2SGD, WarmupPiecewise, build_optimizer, \
+from training import optimization
+from training import distribute  # its CPU mirrored strategy avoids collective-key clashes
+from training.optimization import L2SGD, WarmupPiecewise, build_optimizer, \
     build_schedule
 
 

@@ -25,9 +25,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from keras.src.losses.loss import unscale_loss_for_distribution
 
-import trainer
+from core.keras_internals import track_loss
+from training import register_method
+from training.adversarial import AdversarialTrainer
+from training.losses import classification_loss
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -42,7 +44,7 @@ def _check(eps, replays) -> None:
 
 
 @keras.saving.register_keras_serializable(package="robust_recipes")
-class FreeAdversarialTrainer(trainer.AdversarialTrainer):
+class FreeAdversarialTrainer(AdversarialTrainer):
     """Wraps `net` and trains it with free adversarial training (Shafahi et
     al. 2019, arXiv 1904.12843, Algorithm 1): every minibatch is replayed
     `replays` times, each replay one optimizer step on
@@ -144,20 +146,18 @@ class FreeAdversarialTrainer(trainer.AdversarialTrainer):
                 tape.watch(delta)
                 x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
                 y_pred = self(x_adv, training=True)
-                loss = self._compute_loss(
+                loss = self.compute_loss(
                     x=x_adv, y=y, y_pred=y_pred, sample_weight=sample_weight,
                     training=True)
                 if replay == self.replays - 1:
-                    self._loss_tracker.update_state(
-                        unscale_loss_for_distribution(loss),
-                        sample_weight=batch)
+                    track_loss(self, loss, batch)
                 loss = self.optimizer.scale_loss(loss)
             *grads, grad_delta = tape.gradient(loss, [*weights, delta])
             self.optimizer.apply_gradients(zip(grads, weights))
             self._step_delta(delta, grad_delta, batch)
         logs = self.compute_metrics(x_adv, y, y_pred,
                                     sample_weight=sample_weight)
-        return self._per_worker_logs(logs)
+        return self.per_worker_logs(logs)
 
     def _step_delta(self, delta, grad, batch):
         """`delta <- clip(delta + eps * sign(grad), -eps, eps)` on the first
@@ -213,7 +213,9 @@ class MinibatchSchedule(_Schedule):
         return cls(**config)
 
 
-def from_recipe(cfg, net: keras.Model):
+@register_method("free")
+def from_recipe(cfg, net: keras.Model,
+                teacher: keras.Model | None = None):
     """(`FreeAdversarialTrainer` around `net`, its loss, its metrics) for a
     recipe config with `train.method == "free"`: eps from `cfg.attack.eps`
     (an L-inf `common.pgd(...)` section; its step size and steps are not
@@ -224,11 +226,12 @@ def from_recipe(cfg, net: keras.Model):
         ValueError: no attack section, `cfg.attack.norm != "inf"`, or a bad
             eps / replays (see `FreeAdversarialTrainer`).
     """
+    del teacher  # single-stage method (training.build_trainer's signature)
     if cfg.attack is None or cfg.attack.get("norm", "inf") != "inf":
         norm = None if cfg.attack is None else cfg.attack.norm
         raise ValueError("free adversarial training needs an L-inf attack "
                          f"section (attack.norm 'inf'); got norm {norm!r}")
     model = FreeAdversarialTrainer(net, eps=cfg.attack.eps,
                                    replays=cfg.train.replays)
-    return (model, trainer.classification_loss(cfg.train.label_smoothing),
+    return (model, classification_loss(cfg.train.label_smoothing),
             ["accuracy"])

@@ -17,6 +17,8 @@ import pathlib
 import keras
 import numpy as np
 
+from core.keras_internals import GuardedBackupAndRestore
+
 
 def _weights_finite(model) -> bool:
     return all(np.isfinite(w).all() for w in model.get_weights())
@@ -31,22 +33,21 @@ class _FiniteCheckpoint(keras.callbacks.ModelCheckpoint):
             super().on_epoch_end(epoch, logs)
 
 
-class _FiniteBackup(keras.callbacks.BackupAndRestore):
+class _FiniteBackup(GuardedBackupAndRestore):
     """BackupAndRestore that never writes non-finite weights (a step's
     logged loss is computed before its update, so the weights themselves
     are checked, and only when a backup is due), and that also backs up at
     every epoch end when it backs up every N steps, so a run killed between
-    epochs resumes at the next one. Overrides Keras 3.15's private
-    `_save_model`; tests/test_callbacks.py checks the behaviour."""
+    epochs resumes at the next one (the hooks of `GuardedBackupAndRestore`;
+    tests/training/test_callbacks.py checks the behaviour)."""
 
-    def _save_model(self):
-        if not self.model.stop_training and _weights_finite(self.model):
-            super()._save_model()
+    def may_save(self):
+        return not self.model.stop_training and _weights_finite(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
         if self.save_freq != "epoch":
-            self._save_model()
+            self.save_now()
 
 
 def build_callbacks(workdir: pathlib.Path, backup_every_steps: int | None

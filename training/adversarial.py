@@ -29,20 +29,18 @@ import keras
 import tensorflow as tf
 
 import attacks
+from core.keras_internals import MultiWorkerFitFix
+from training import register_method
+from training.losses import classification_loss
 
 # The attack-config keys that the trainer itself consumes (module doc).
 TRAINING_ATTACK_KEYS = ("target", "prob_start_from_clean")
 TARGETS = ("label", "random")
 
-# Keras's own test for "this strategy spans several worker processes"; used
-# by the multi-worker workaround below and nowhere else.
-from keras.src.backend.tensorflow.trainer import (  # noqa: E402
-    _collective_all_reduce_multi_worker as _is_multi_worker,
-)
 
 
 @keras.saving.register_keras_serializable(package="robust_recipes")
-class AdversarialTrainer(keras.Model):
+class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
     """Wraps `net` and trains it on adversarial examples.
 
     Args:
@@ -164,36 +162,10 @@ class AdversarialTrainer(keras.Model):
 
     def train_step(self, data):
         logs = super().train_step(self._adversarial_batch(data))
-        return self._per_worker_logs(logs)
+        return self.per_worker_logs(logs)
 
     def test_step(self, data):
-        return self._per_worker_logs(super().test_step(data))
-
-    # -- MultiWorkerMirroredStrategy workaround -----------------------------
-    # Keras 3.15's fit() fails under MultiWorkerMirroredStrategy even for a
-    # stock model (keras-team/keras#20585): (1) _maybe_symbolic_build
-    # reduces the first distributed batch with strategy.reduce, which raises
-    # on PerReplica inputs across workers; (2) reduce_per_replica reduces
-    # scalar logs with axis=0. We build from the first local replica's batch
-    # and return logs of shape [1]. Only multi-worker runs take this path;
-    # tests/test_multi_worker.py fails loudly if a Keras upgrade breaks it.
-
-    def _per_worker_logs(self, logs):
-        if not _is_multi_worker(self.distribute_strategy):
-            return logs
-        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self.distribute_strategy
-        if iterator is None or not _is_multi_worker(strategy):
-            return super()._maybe_symbolic_build(iterator, data_batch)
-        for _, _, it in iterator:
-            batch = next(it)
-            data_batch = tf.nest.map_structure(
-                lambda v: strategy.experimental_local_results(v)[0], batch)
-            break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
+        return self.per_worker_logs(super().test_step(data))
 
     def get_config(self):
         return {
@@ -210,49 +182,14 @@ class AdversarialTrainer(keras.Model):
         return cls(**config)
 
 
-def from_recipe(cfg, net: keras.Model):
+@register_method("adversarial")
+def from_recipe(cfg, net: keras.Model,
+                teacher: keras.Model | None = None):
     """(`AdversarialTrainer` around `net`, its loss, its metrics) for a
     recipe config with `train.method == "adversarial"`: the attack of
     `cfg.attack` (None: natural training), `cfg.train.alpha` and
     `cfg.train.label_smoothing`."""
+    del teacher  # single-stage method (training.build_trainer's signature)
     attack = None if cfg.attack is None else cfg.attack.to_dict()
     return (AdversarialTrainer(net, attack=attack, alpha=cfg.train.alpha),
             classification_loss(cfg.train.label_smoothing), ["accuracy"])
-
-
-def classification_loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
-    """Softmax cross-entropy on logits with integer labels `(batch,)`,
-    optionally with label smoothing (Szegedy et al. 2016, arXiv 1512.00567,
-    Sec. 7), which Keras's sparse loss lacks.
-
-    Raises:
-        ValueError: `label_smoothing` outside [0, 1).
-    """
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(
-            f"label_smoothing must be in [0, 1); got {label_smoothing!r}")
-    if label_smoothing == 0.0:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return SmoothedSparseCrossentropy(label_smoothing)
-
-
-@keras.saving.register_keras_serializable(package="robust_recipes")
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy of logits against one-hot(y) smoothed by
-    `label_smoothing`; y int `(batch,)`, logits float `(batch, classes)`."""
-
-    def __init__(self, label_smoothing=0.1, name="smoothed_sparse_ce",
-                 **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        onehot = keras.ops.one_hot(keras.ops.cast(
-            keras.ops.reshape(y_true, [-1]), "int32"), y_pred.shape[-1])
-        return keras.losses.categorical_crossentropy(
-            onehot, y_pred, from_logits=True,
-            label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {**super().get_config(),
-                "label_smoothing": self.label_smoothing}

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 import attacks
-from trainer import TARGETS, AdversarialTrainer, classification_loss
+from training.adversarial import TARGETS, AdversarialTrainer
+from training.losses import classification_loss
 
 EPS = 16 / 255
 XIE = {"name": "pgd", "eps": EPS, "step_size": 1 / 255, "steps": 2,

@@ -5,7 +5,7 @@ import json
 import pytest
 import tensorflow as tf
 
-import distribute
+from training import distribute
 
 
 def test_auto_on_cpu_is_one_device():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import free_at
-from free_at import FreeAdversarialTrainer, MinibatchSchedule
-from trainer import classification_loss
-import distribute  # its CPU mirrored strategy avoids collective-key clashes
+from training import free_at
+from training.free_at import FreeAdversarialTrainer, MinibatchSchedule
+from training.losses import classification_loss
+from training import distribute  # its CPU mirrored strategy avoids collective-key clashes
 
 SHAPE = (4, 4, 1)
 CLASSES = 3

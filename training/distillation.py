@@ -18,6 +18,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from training import register_method
+
 
 @keras.saving.register_keras_serializable(package="robust_recipes")
 class SoftTargetCrossentropy(keras.losses.Loss):
@@ -128,7 +130,9 @@ class DistillationTrainer(keras.Model):
         return cls(**config)
 
 
-def from_recipe(cfg, net: keras.Model, teacher: keras.Model | None):
+@register_method("distillation")
+def from_recipe(cfg, net: keras.Model,
+                teacher: keras.Model | None = None):
     """(`DistillationTrainer`, `SoftTargetCrossentropy`, metrics) at
     `cfg.train.temperature`; `teacher=None` is the teacher stage."""
     t = cfg.train.temperature

@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from catastrophic_overfitting import CatastrophicOverfittingStop
-from optimization import CyclicLR
+from training.catastrophic_overfitting import CatastrophicOverfittingStop
+from training.optimization import CyclicLR
 
 NO_ATTACK = {"name": "pgd", "eps": 0.0, "step_size": 0.01, "steps": 1}
 

@@ -13,85 +13,22 @@ network in inference mode and p(x) held fixed. The outer loss calls the
 network in TRAINING mode on x and on x' separately (BatchNorm sees each batch
 on its own, as in the reference code) and averages the KL over the batch.
 As in the reference code, the outer KL is differentiated through both p(x)
-and p(x').
+and p(x'). The inner maximisation is the registered attack
+`attacks.trades_kl`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.losses.loss import unscale_loss_for_distribution
 
-import trainer
-from attacks import primitives
-
-INIT_STD = 0.001  # the reference code's start: x + 0.001 * N(0, 1)
-
-
-def kl_divergence(logits_p: tf.Tensor, logits_q: tf.Tensor) -> tf.Tensor:
-    """Per-example KL(softmax(logits_p) || softmax(logits_q)), float32
-    `(batch,)` from two float `(batch, classes)` logits."""
-    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32), axis=-1)
-    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32), axis=-1)
-    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
-
-
-def _perturb(model, x, noise, eps, step_size, steps):
-    p_logits = tf.stop_gradient(primitives.call_model(model, x))
-    x_adv = x + noise
-    for _ in tf.range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(x_adv)
-            kl = tf.reduce_sum(kl_divergence(
-                p_logits, primitives.call_model(model, x_adv)))
-        grad = tape.gradient(kl, x_adv)
-        delta = primitives.project(x_adv + step_size * tf.sign(grad) - x, eps,
-                              "inf")
-        x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
-    return x_adv
-
-
-_PERTURB = tf.function(_perturb, reduce_retracing=True)
-
-
-def trades_perturb(model: Callable, x: tf.Tensor, *, eps: float,
-                   step_size: float, steps: int,
-                   seed: tf.Tensor | tuple[int, int] | None = None
-                   ) -> tf.Tensor:
-    """The inner maximisation of TRADES (Zhang et al. 2019, arXiv
-    1901.08573, Algorithm 1, lines 4-7; `trades_loss` of their code).
-
-    Args:
-        model: maps `x` to logits `(batch, classes)`; a Keras model is
-            called with `training=False`.
-        x: float32 `(batch, height, width, channels)` in `[0, 1]`.
-        eps: L-inf radius on the [0, 1] scale (e.g. 0.031 ~ 8 / 255), >= 0.
-        step_size: the L-inf step, > 0, same scale.
-        steps: number of sign steps, >= 1.
-        seed: a stateless seed pair for the 0.001 * N(0, 1) start, or None
-            for the global generator.
-
-    Returns:
-        float32 `x_adv` of the shape of `x`, inside `[0, 1]` and with
-        `|x_adv - x| <= eps` per pixel, that locally maximises
-        `KL(p(x) || p(x_adv))` with p(x) held fixed.
-
-    Raises:
-        ValueError: eps < 0, step_size <= 0, steps < 1 (naming the value),
-            or `x` not a float rank-4 tensor in `[0, 1]`.
-    """
-    primitives.validate(eps=eps, norm="inf", steps=steps, step_size=step_size)
-    primitives.check_inputs(x, None, 0.0, 1.0)
-    x = tf.cast(x, tf.float32)
-    if seed is None:
-        noise = tf.random.normal(tf.shape(x))
-    else:
-        noise = tf.random.stateless_normal(tf.shape(x), seed)
-    return _PERTURB(model, x, INIT_STD * noise, primitives.as_scalar(eps),
-                    primitives.as_scalar(step_size), tf.constant(int(steps)))
+import attacks
+from attacks.primitives import validate
+from attacks.trades_kl import kl_divergence
+from core.keras_internals import track_loss
+from training import register_method
+from training.adversarial import AdversarialTrainer
 
 
 @keras.saving.register_keras_serializable(package="robust_recipes")
@@ -149,7 +86,7 @@ class TradesLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="robust_recipes")
-class TradesTrainer(trainer.AdversarialTrainer):
+class TradesTrainer(AdversarialTrainer):
     """Wraps `net` and trains it with TRADES (Zhang et al. 2019, arXiv
     1901.08573, Algorithm 1); compile it with `TradesLoss(beta)`.
 
@@ -186,7 +123,7 @@ class TradesTrainer(trainer.AdversarialTrainer):
     def __init__(self, net: keras.Model, eps: float = 0.031,
                  step_size: float = 0.007, steps: int = 10,
                  seed: int | None = None, **kwargs):
-        primitives.validate(eps=eps, norm="inf", steps=steps, step_size=step_size)
+        validate(eps=eps, norm="inf", steps=steps, step_size=step_size)
         super().__init__(net, attack=None, alpha=0.0, **kwargs)
         self.eps, self.step_size = float(eps), float(step_size)
         self.steps = int(steps)
@@ -197,8 +134,8 @@ class TradesTrainer(trainer.AdversarialTrainer):
         if self.seed is not None:
             seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(
                 self.optimizer.iterations, tf.int64)])
-        return tf.stop_gradient(trades_perturb(
-            self.net, x, eps=self.eps, step_size=self.step_size,
+        return tf.stop_gradient(attacks.trades_kl(
+            self.net, x, None, eps=self.eps, step_size=self.step_size,
             steps=self.steps, seed=seed))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
@@ -222,17 +159,15 @@ class TradesTrainer(trainer.AdversarialTrainer):
         with tf.GradientTape() as tape:
             clean = self(x, training=True)
             adv = self(x_adv, training=True)  # a separate BatchNorm batch
-            loss = self._compute_loss(
+            loss = self.compute_loss(
                 x=x, y=y, y_pred=tf.concat([clean, adv], axis=-1),
                 sample_weight=sample_weight, training=True)
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss),
-                sample_weight=tf.shape(x)[0])
+            track_loss(self, loss, tf.shape(x)[0])
             loss = self.optimizer.scale_loss(loss)
         weights = self.trainable_weights
         self.optimizer.apply_gradients(zip(tape.gradient(loss, weights),
                                            weights))
-        return self._per_worker_logs(self.compute_metrics(
+        return self.per_worker_logs(self.compute_metrics(
             x, y, clean, sample_weight=sample_weight))
 
     def get_config(self):
@@ -243,7 +178,9 @@ class TradesTrainer(trainer.AdversarialTrainer):
                 "steps": self.steps, "seed": self.seed}
 
 
-def from_recipe(cfg, net: keras.Model):
+@register_method("trades")
+def from_recipe(cfg, net: keras.Model,
+                teacher: keras.Model | None = None):
     """(`TradesTrainer` around `net`, `TradesLoss`, metrics) for a recipe
     config with `train.method == "trades"`: the inner maximisation's eps,
     step_size and steps from `cfg.attack` (an L-inf `common.pgd(...)`
@@ -256,6 +193,7 @@ def from_recipe(cfg, net: keras.Model):
         ValueError: no attack section, `cfg.attack.norm != "inf"`, or a bad
             eps / step_size / steps / beta.
     """
+    del teacher  # single-stage method (training.build_trainer's signature)
     if cfg.attack is None or cfg.attack.get("norm", "inf") != "inf":
         norm = None if cfg.attack is None else cfg.attack.norm
         raise ValueError("TRADES needs an L-inf attack section (attack.norm "

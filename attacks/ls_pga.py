@@ -1,11 +1,11 @@
-"""Thermometer-encoded networks adversarially trained with LS-PGA.
+"""LS-PGA, the white-box attack on thermometer-encoded networks.
 
 Buckman, Roy, Raffel, Goodfellow 2018, "Thermometer Encoding: One Hot Way To
 Resist Adversarial Examples", ICLR (OpenReview S18Su--CW; no arXiv id). The
 network sees each pixel as a `levels`-bit thermometer code (its first input
-defense is a `ThermometerEncoding`), which has no useful input gradient. Their
-white-box attack, Logit-Space Projected Gradient Ascent (LS-PGA, Sec. 4,
-Alg. 3), works in a relaxation of the code instead:
+defense is a `ThermometerEncoding`), which has no useful input gradient.
+Logit-Space Projected Gradient Ascent (LS-PGA, Sec. 4, Alg. 3) works in a
+relaxation of the code instead:
 
 1. per pixel and channel, the buckets reachable within eps
    (`[bucket(x - eps), bucket(x + eps)]`, clipped to [0, 1]) form the
@@ -18,14 +18,13 @@ Alg. 3), works in a relaxation of the code instead:
 3. `steps` times: `u += logit_step * sign(grad_u CE)`, then `T /= anneal`;
 4. the final code is the hard code of `argmax u` over the reachable buckets.
 
-Adversarial training trains on these codes, here mixed with clean ones:
-`alpha` weighs the clean loss as in Goodfellow et al. 2015 (arXiv
-1412.6572, Eq. 6), `alpha = 0.5` being the 50/50 batch (`alpha = 0`: codes
-only, as the reference training code below does). The hard code is
-returned as a pixel image: the point of each chosen bucket nearest to `x`,
-which is within eps of `x` and whose encoding is exactly that code, so
-training goes through the unchanged network and the attack obeys the
-uniform `attack(model, x, y) -> x_adv` contract of `attacks/`.
+The hard code is returned as a pixel image: the point of each chosen bucket
+nearest to `x`, which is within eps of `x` and whose encoding is exactly
+that code, so the attack obeys the uniform `attack(model, x, y) -> x_adv`
+contract of `attacks/` (registered as "ls_pga"; `training.thermometer_at`
+trains on it). The model may also be the straight-through copy made by
+`attacks.with_straight_through` (its encoding layer is still a
+`ThermometerEncoding`), which is how evaluate.py runs `--attack=ls_pga`.
 
 Settings of the reference TF code (Athalye et al.'s re-implementation in
 anishathalye/obfuscated-gradients, thermometer/discretization_attacks.py
@@ -35,16 +34,14 @@ initial inverse temperature 1 multiplied by 1.2 per step.
 
 from __future__ import annotations
 
-import functools
 import weakref
-from typing import Any, Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-import trainer
 from attacks import primitives
+from attacks._registry import register_attack
 from layers.thermometer import ThermometerEncoding
 
 LS_PGA_ARGS = ("eps", "steps", "logit_step", "anneal", "temperature",
@@ -187,7 +184,13 @@ def _ls_pga_loop(body, y, mask, logits, steps, logit_step, anneal,
 _LOOP = tf.function(_ls_pga_loop, reduce_retracing=True)
 
 
-def _check_args(eps, steps, logit_step, anneal, temperature):
+def check_args(eps: float, steps: int, logit_step: float = 1.0,
+               anneal: float = 1.2, temperature: float = 1.0) -> None:
+    """Checks the scalar arguments of `ls_pga`.
+
+    Raises:
+        ValueError: naming the bad value and the accepted range.
+    """
     primitives.validate(eps=eps, steps=steps)
     for name, value, low in (("logit_step", logit_step, 0.0),
                              ("temperature", temperature, 0.0)):
@@ -208,7 +211,7 @@ def ls_pga_buckets(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None,
     """LS-PGA's discretised result as bucket indices, int32 `(batch, height,
     width, channels)`, each in `reachable_mask(x, eps)`; arguments, errors
     and reference as `ls_pga`."""
-    _check_args(eps, steps, logit_step, anneal, temperature)
+    check_args(eps, steps, logit_step, anneal, temperature)
     encoder, body = split_thermometer(model)
     primitives.check_inputs(x, y, 0.0, 1.0)
     x = tf.cast(x, tf.float32)
@@ -223,13 +226,15 @@ def ls_pga_buckets(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None,
         logits = tf.random.normal(shape)
     else:
         logits = tf.random.stateless_normal(shape, pair)
-    logits = _LOOP(body, y, mask, logits, int(steps), primitives.as_scalar(
-        logit_step), primitives.as_scalar(anneal), primitives.as_scalar(temperature),
-        encoder.mode)
+    logits = _LOOP(body, y, mask, logits, int(steps),
+                   primitives.as_scalar(logit_step),
+                   primitives.as_scalar(anneal),
+                   primitives.as_scalar(temperature), encoder.mode)
     return tf.argmax(tf.where(mask, logits, -np.inf), axis=-1,
                      output_type=tf.int32)
 
 
+@register_attack("ls_pga")
 def ls_pga(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None, *,
            eps: float, steps: int, logit_step: float = 1.0,
            anneal: float = 1.2, temperature: float = 1.0,
@@ -268,77 +273,3 @@ def ls_pga(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None, *,
     levels = split_thermometer(model)[0].levels
     x_adv = pixels_in_buckets(x, buckets, levels)
     return tf.cast(x_adv, tf.convert_to_tensor(x).dtype)
-
-
-@keras.saving.register_keras_serializable(package="robust_recipes")
-class ThermometerTrainer(trainer.AdversarialTrainer):
-    """Trains a thermometer-encoded `net` on LS-PGA examples mixed with
-    clean ones (Buckman et al. 2018, adversarial training on LS-PGA).
-
-    Each step crafts `x_adv = ls_pga(net, x, y, **attack)` (stopped
-    gradient) and takes the stock Keras step on `alpha * CE(x) + (1 - alpha)
-    * CE(x_adv)` (`[x; x_adv]` with weights `2 alpha` and `2 (1 - alpha)`);
-    `alpha = 0` trains on `x_adv` only. Cost per step: `steps` forward and
-    backward passes of the body on the batch, then one training pass on
-    twice the batch (once when `alpha = 0`). Validation is clean.
-
-    Args:
-        net: see `split_thermometer`; maps float32 `(batch, height, width,
-            channels)` in [0, 1] to logits `(batch, classes)`.
-        attack: `{"name": "ls_pga", "eps": ..., "steps": ..., ...}` with the
-            keyword arguments of `ls_pga` (`LS_PGA_ARGS`).
-        alpha: clean-loss weight in [0, 1).
-        **kwargs: passed to `keras.Model`.
-
-    Raises:
-        ValueError: attack name not "ls_pga", unknown attack keys, bad
-            attack values, `alpha` outside [0, 1), or a `net` without a
-            leading `ThermometerEncoding`.
-    """
-
-    def __init__(self, net: keras.Model, attack: Mapping[str, Any],
-                 alpha: float = 0.5, **kwargs):
-        attack = dict(attack)
-        if attack.get("name") != "ls_pga":
-            raise ValueError(f"attack name must be 'ls_pga'; got "
-                             f"{attack.get('name')!r}")
-        params = {k: v for k, v in attack.items() if k != "name"}
-        unknown = sorted(set(params) - set(LS_PGA_ARGS))
-        if unknown or not {"eps", "steps"} <= set(params):
-            raise ValueError(f"ls_pga attack keys must include eps and "
-                             f"steps, from {LS_PGA_ARGS}; got {sorted(params)}")
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1); got {alpha!r}")
-        _check_args(params["eps"], params["steps"],
-                    params.get("logit_step", 1.0), params.get("anneal", 1.2),
-                    params.get("temperature", 1.0))
-        split_thermometer(net)
-        super().__init__(net, attack=None, alpha=alpha, **kwargs)
-        self.attack = attack
-        self._ls_pga = functools.partial(ls_pga, **params)
-
-    def adversarial_batch(self, data):
-        """The `(x, y, sample_weight)` the step trains on: `x` then its
-        LS-PGA image along the batch axis (only the latter if alpha = 0)."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x_adv = tf.stop_gradient(self._ls_pga(self.net, x, y))
-        if self.alpha == 0.0:
-            return keras.utils.pack_x_y_sample_weight(x_adv, y, sample_weight)
-        if sample_weight is None:
-            sample_weight = tf.ones(tf.shape(y)[:1], tf.float32)
-        weights = tf.concat([2.0 * self.alpha * sample_weight,
-                             2.0 * (1.0 - self.alpha) * sample_weight], 0)
-        return tf.concat([x, x_adv], 0), tf.concat([y, y], 0), weights
-
-    def train_step(self, data):
-        # The parent step (attack=None) leaves the batch as given.
-        return super().train_step(self.adversarial_batch(data))
-
-
-def from_recipe(cfg, net: keras.Model):
-    """(`ThermometerTrainer`, loss, metrics) for `train.method ==
-    "thermometer"`: `cfg.attack` is the ls_pga section, `cfg.train.alpha`
-    the clean weight, `cfg.train.label_smoothing` the loss's."""
-    return (ThermometerTrainer(net, cfg.attack.to_dict(), cfg.train.alpha),
-            trainer.classification_loss(cfg.train.label_smoothing),
-            ["accuracy"])

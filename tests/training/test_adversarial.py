@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 import attacks
-from trainer import AdversarialTrainer, classification_loss
+from training.adversarial import AdversarialTrainer
+from training.losses import classification_loss
 
 ATTACK = {"name": "pgd", "eps": 0.1, "step_size": 0.05, "steps": 2,
           "rand_init": False}

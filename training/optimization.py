@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 import ml_collections
 
+from core.keras_internals import uses_weight_decay
+
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "piecewise", "cyclic")
 WARMUP_SCHEDULES = ("cosine", "piecewise")
@@ -137,7 +139,7 @@ class _CoupledL2:
         self.l2 = float(l2)
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.l2 and self._use_weight_decay(variable):
+        if self.l2 and uses_weight_decay(self, variable):
             gradient = keras.ops.add(
                 keras.ops.cast(gradient, variable.dtype),
                 keras.ops.multiply(keras.ops.cast(self.l2, variable.dtype),

@@ -10,47 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import trades
-from trades import TradesLoss, TradesTrainer, trades_perturb
-import distribute  # its CPU mirrored strategy avoids collective-key clashes
-
-SHAPE = (4, 4, 1)
-CLASSES = 3
-
-
-def _linear(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(SHAPE)
-    return keras.Model(inputs, keras.layers.Dense(CLASSES)(
-        keras.layers.Flatten()(inputs)))
-
-
-def _bn_net(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(SHAPE)
-    h = keras.layers.Dense(8)(keras.layers.Flatten()(inputs))
-    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
-    return keras.Model(inputs, keras.layers.Dense(CLASSES)(h))
-
-
-def _batch(n=8, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(size=(n, *SHAPE)).astype("float32")
-    x[:, 0, :2] = 0.0  # pixels on the box's faces
-    x[:, 1, :2] = 1.0
-    return x, (np.arange(n) % CLASSES).astype("int32")
-
-
-def _log_softmax(z):
-    z = np.asarray(z, "float64")
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
-def _np_kl(zp, zq):
-    lp, lq = _log_softmax(zp), _log_softmax(zq)
-    return (np.exp(lp) * (lp - lq)).sum(-1)
-
+import attacks
+from tests.attacks.kl_reference import (SHAPE, batch as _batch,
+                                       bn_net as _bn_net,
+                                       linear_net as _linear,
+                                       log_softmax as _log_softmax,
+                                       np_kl as _np_kl)
+from training import distribute  # CPU mirrored: no collective-key clashes
+from training import trades
+from training.trades import TradesLoss, TradesTrainer
 
 @pytest.mark.parametrize("beta, smoothing", [(6.0, 0.0), (0.0, 0.0),
                                              (1.5, 0.1)])
@@ -68,49 +36,6 @@ def test_loss_matches_numpy(beta, smoothing):
     same = np.concatenate([clean, clean], -1).astype("float32")
     np.testing.assert_allclose(float(TradesLoss(beta, smoothing)(y, same)),
                                ce.mean(), rtol=1e-5)
-
-
-def test_inner_max_matches_numpy_sign_steps():
-    """For logits = flatten(x) @ w + b, grad_x' KL(p(x) || p(x')) =
-    (softmax(z') - softmax(z)) @ w.T per example."""
-    eps, step, steps, seed = 0.1, 0.04, 3, (5, 7)
-    net = _linear()
-    x, _ = _batch()
-    w, b = (v.numpy().astype("float64") for v in net.trainable_variables)
-    flat = x.reshape(len(x), -1)
-    p = np.exp(_log_softmax(flat @ w + b))
-    noise = tf.random.stateless_normal(x.shape, seed).numpy()
-    x_adv = x + 0.001 * noise.astype("float64")
-    for _ in range(steps):
-        q = np.exp(_log_softmax(x_adv.reshape(len(x), -1) @ w + b))
-        grad = ((q - p) @ w.T).reshape(x.shape)
-        x_adv = np.clip(x + np.clip(x_adv + step * np.sign(grad) - x, -eps,
-                                    eps), 0.0, 1.0)
-    got = trades_perturb(net, x, eps=eps, step_size=step, steps=steps,
-                         seed=seed)
-    np.testing.assert_allclose(got.numpy(), x_adv, atol=1e-6)
-
-
-def test_inner_max_bounds_inference_mode_and_kl_increase():
-    eps, seed = 0.1, (1, 2)
-    net = _bn_net()
-    x, _ = _batch(n=16)
-    stats = [v.numpy() for v in net.non_trainable_variables]
-    x_adv = trades_perturb(net, x, eps=eps, step_size=0.03, steps=5,
-                           seed=seed).numpy()
-    assert x_adv.dtype == np.float32 and x_adv.shape == x.shape
-    assert np.abs(x_adv - x).max() <= eps + 1e-6
-    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
-    start = x + 0.001 * tf.random.stateless_normal(x.shape, seed).numpy()
-
-    def kl(z):
-        return _np_kl(net(x, training=False), net(z, training=False))
-
-    assert kl(x_adv).mean() > 10 * kl(start).mean()
-    assert (kl(x_adv) >= kl(start)).mean() > 0.9
-    # BatchNorm ran in inference mode: its moving statistics are untouched.
-    for before, after in zip(stats, net.non_trainable_variables):
-        np.testing.assert_array_equal(before, after.numpy())
 
 
 def _compiled(net, beta, lr=0.1, **kwargs):
@@ -142,8 +67,8 @@ def test_step_equals_gradient_tape_reference():
     model = _compiled(_bn_net(), beta=6.0)
     reference = _bn_net()
     # The trainer's start uses the stateless seed (seed, optimizer step).
-    x_adv = trades_perturb(reference, x, eps=0.1, step_size=0.04, steps=3,
-                           seed=(3, 0))
+    x_adv = attacks.trades_kl(reference, x, None, eps=0.1, step_size=0.04,
+                              steps=3, seed=(3, 0))
     want = _reference_step(reference, x, y, x_adv, 6.0, 0.1)
     logs = model.train_on_batch(x, y, return_dict=True)
     np.testing.assert_allclose(logs["loss"], want, rtol=1e-5)
@@ -161,8 +86,9 @@ def test_mirrored_step_equals_reference():
         model = _compiled(_linear(), beta=6.0)
         model.build((8, *SHAPE))
     reference = _linear()
-    x_adv = tf.concat([trades_perturb(reference, h, eps=0.1, step_size=0.04,
-                                      steps=3, seed=(3, 0))
+    x_adv = tf.concat([attacks.trades_kl(reference, h, None, eps=0.1,
+                                         step_size=0.04, steps=3,
+                                         seed=(3, 0))
                        for h in (x[:4], x[4:])], 0)
     want = _reference_step(reference, x, y, x_adv, 6.0, 0.1)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
@@ -222,9 +148,6 @@ def test_round_trip_through_keras_file(tmp_path):
     (lambda: TradesTrainer(_linear(), eps=-0.1), "eps must be"),
     (lambda: TradesTrainer(_linear(), steps=0), "steps must be an integer"),
     (lambda: TradesTrainer(_linear(), step_size=0.0), "step_size must be"),
-    (lambda: trades_perturb(_linear(), np.full((2, *SHAPE), 2.0, "float32"),
-                            eps=0.1, step_size=0.01, steps=1),
-     r"x must lie in \[clip_min, clip_max\]"),
 ])
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):

@@ -3,7 +3,7 @@ where it writes (the recipe says what the experiment is)."""
 
 from absl import flags
 
-import distribute
+from training import distribute
 
 WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory of the run (train.py writes it; evaluate.py "

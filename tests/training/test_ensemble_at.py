@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-import ensemble_at as ens
+from training import ensemble_at as ens
 import models
 from tests.train_utils import run_train
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from distillation import DistillationTrainer, SoftTargetCrossentropy
+from training.distillation import DistillationTrainer, SoftTargetCrossentropy
 
 
 def _log_softmax(z):

@@ -1,0 +1,101 @@
+"""The TRADES inner maximisation as an attack: L-inf sign ascent on
+KL(p(x) || p(x')), the divergence of the model's own prediction.
+
+Zhang, Yu, Jiao, Xing, El Ghaoui, Jordan 2019, "Theoretically Principled
+Trade-off between Robustness and Accuracy", ICML, arXiv 1901.08573,
+Algorithm 1, lines 4-7 (`trades_loss` of the authors' trades.py): start at
+`x' = x + 0.001 * N(0, 1)`, then `steps` times
+
+    x' <- Proj_{B(x, eps) ∩ [0, 1]}(x' + step_size * sign(grad_x' KL))
+
+with the network in inference mode and p(x) held fixed. `training.trades`
+trains on it; registered as "trades_kl", evaluate.py can run it too
+(`--attack=trades_kl`): it needs no labels, so it is the attack of the
+TRADES boundary term, weaker than PGD on the cross-entropy for accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import tensorflow as tf
+
+from attacks import primitives
+from attacks._registry import register_attack
+
+INIT_STD = 0.001  # the reference code's start: x + 0.001 * N(0, 1)
+
+
+def kl_divergence(logits_p: tf.Tensor, logits_q: tf.Tensor) -> tf.Tensor:
+    """Per-example KL(softmax(logits_p) || softmax(logits_q)), float32
+    `(batch,)` from two float `(batch, classes)` logits."""
+    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32), axis=-1)
+    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32), axis=-1)
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def _kl_ascent(model, x, noise, eps, step_size, steps):
+    p_logits = tf.stop_gradient(primitives.call_model(model, x))
+    x_adv = x + noise
+    for _ in tf.range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            kl = tf.reduce_sum(kl_divergence(
+                p_logits, primitives.call_model(model, x_adv)))
+        grad = tape.gradient(kl, x_adv)
+        delta = primitives.project(x_adv + step_size * tf.sign(grad) - x,
+                                   eps, "inf")
+        x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
+    return x_adv
+
+
+_LOOP = tf.function(_kl_ascent, reduce_retracing=True)
+
+
+def _start_noise(shape, seed):
+    if seed is None:
+        return tf.random.normal(shape)
+    if isinstance(seed, int):
+        seed = (seed, 0)
+    return tf.random.stateless_normal(shape, seed)
+
+
+@register_attack("trades_kl")
+def trades_kl(model: Callable, x: tf.Tensor, y: Any = None, *, eps: float,
+              step_size: float, steps: int,
+              seed: int | tf.Tensor | tuple[int, int] | None = None
+              ) -> tf.Tensor:
+    """The inner maximisation of TRADES (Zhang et al. 2019, arXiv
+    1901.08573, Algorithm 1, lines 4-7; module doc).
+
+    Args:
+        model: maps `x` to logits `(batch, classes)`; a Keras model is
+            called with `training=False`.
+        x: float32 `(batch, height, width, channels)` in `[0, 1]`.
+        y: ignored (the objective is the divergence from the model's own
+            prediction at `x`); accepted for the uniform attack signature.
+        eps: L-inf radius on the [0, 1] scale (e.g. 0.031 ~ 8 / 255), >= 0.
+        step_size: the L-inf step, > 0, same scale.
+        steps: number of sign steps, >= 1.
+        seed: the 0.001 * N(0, 1) start: None draws from the global
+            generator; an int `s` or a stateless pair `(s, k)` (a tensor
+            too, e.g. `(seed, optimizer step)` inside a training step)
+            makes it reproducible (an int means `(s, 0)`).
+
+    Returns:
+        float32 `x_adv` of the shape of `x`, inside `[0, 1]` and with
+        `|x_adv - x| <= eps` per pixel, that locally maximises
+        `KL(p(x) || p(x_adv))` with p(x) held fixed.
+
+    Raises:
+        ValueError: eps < 0, step_size <= 0, steps < 1 (naming the value),
+            or `x` not a float rank-4 tensor in `[0, 1]`.
+    """
+    del y  # the KL objective needs no labels
+    primitives.validate(eps=eps, norm="inf", steps=steps,
+                        step_size=step_size)
+    primitives.check_inputs(x, None, 0.0, 1.0)
+    x = tf.cast(x, tf.float32)
+    noise = INIT_STD * _start_noise(tf.shape(x), seed)
+    return _LOOP(model, x, noise, primitives.as_scalar(eps),
+                 primitives.as_scalar(step_size), tf.constant(int(steps)))

@@ -1,0 +1,105 @@
+"""Thermometer-encoded networks adversarially trained with LS-PGA.
+
+Buckman, Roy, Raffel, Goodfellow 2018, "Thermometer Encoding: One Hot Way To
+Resist Adversarial Examples", ICLR (OpenReview S18Su--CW; no arXiv id),
+adversarial training on LS-PGA (Sec. 4, Alg. 3; the attack is the
+registered `attacks.ls_pga`, whose module describes the algorithm).
+
+Training mixes LS-PGA examples with clean ones: `alpha` weighs the clean
+loss as in Goodfellow et al. 2015 (arXiv 1412.6572, Eq. 6), `alpha = 0.5`
+being the 50/50 batch (`alpha = 0`: LS-PGA examples only, as the reference
+training code does: Athalye et al.'s re-implementation in
+anishathalye/obfuscated-gradients, thermometer/train.py). LS-PGA returns
+the hard code as a pixel image whose encoding is exactly that code, so
+training goes through the unchanged network.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+import tensorflow as tf
+
+import attacks
+from attacks.ls_pga import LS_PGA_ARGS, check_args, split_thermometer
+from training import register_method
+from training.adversarial import AdversarialTrainer
+from training.losses import classification_loss
+
+
+@keras.saving.register_keras_serializable(package="robust_recipes")
+class ThermometerTrainer(AdversarialTrainer):
+    """Trains a thermometer-encoded `net` on LS-PGA examples mixed with
+    clean ones (Buckman et al. 2018, adversarial training on LS-PGA).
+
+    Each step crafts `x_adv = ls_pga(net, x, y, **attack)` (stopped
+    gradient) and takes the stock Keras step on `alpha * CE(x) + (1 - alpha)
+    * CE(x_adv)` (`[x; x_adv]` with weights `2 alpha` and `2 (1 - alpha)`);
+    `alpha = 0` trains on `x_adv` only. Cost per step: `steps` forward and
+    backward passes of the body on the batch, then one training pass on
+    twice the batch (once when `alpha = 0`). Validation is clean.
+
+    Args:
+        net: see `split_thermometer`; maps float32 `(batch, height, width,
+            channels)` in [0, 1] to logits `(batch, classes)`.
+        attack: `{"name": "ls_pga", "eps": ..., "steps": ..., ...}` with the
+            keyword arguments of `ls_pga` (`LS_PGA_ARGS`).
+        alpha: clean-loss weight in [0, 1).
+        **kwargs: passed to `keras.Model`.
+
+    Raises:
+        ValueError: attack name not "ls_pga", unknown attack keys, bad
+            attack values, `alpha` outside [0, 1), or a `net` without a
+            leading `ThermometerEncoding`.
+    """
+
+    def __init__(self, net: keras.Model, attack: Mapping[str, Any],
+                 alpha: float = 0.5, **kwargs):
+        attack = dict(attack)
+        if attack.get("name") != "ls_pga":
+            raise ValueError(f"attack name must be 'ls_pga'; got "
+                             f"{attack.get('name')!r}")
+        params = {k: v for k, v in attack.items() if k != "name"}
+        unknown = sorted(set(params) - set(LS_PGA_ARGS))
+        if unknown or not {"eps", "steps"} <= set(params):
+            raise ValueError(f"ls_pga attack keys must include eps and "
+                             f"steps, from {LS_PGA_ARGS}; got {sorted(params)}")
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1); got {alpha!r}")
+        check_args(params["eps"], params["steps"],
+                    params.get("logit_step", 1.0), params.get("anneal", 1.2),
+                    params.get("temperature", 1.0))
+        split_thermometer(net)
+        super().__init__(net, attack=None, alpha=alpha, **kwargs)
+        self.attack = attack
+        self._ls_pga = attacks.from_config(attack)
+
+    def adversarial_batch(self, data):
+        """The `(x, y, sample_weight)` the step trains on: `x` then its
+        LS-PGA image along the batch axis (only the latter if alpha = 0)."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_adv = tf.stop_gradient(self._ls_pga(self.net, x, y))
+        if self.alpha == 0.0:
+            return keras.utils.pack_x_y_sample_weight(x_adv, y, sample_weight)
+        if sample_weight is None:
+            sample_weight = tf.ones(tf.shape(y)[:1], tf.float32)
+        weights = tf.concat([2.0 * self.alpha * sample_weight,
+                             2.0 * (1.0 - self.alpha) * sample_weight], 0)
+        return tf.concat([x, x_adv], 0), tf.concat([y, y], 0), weights
+
+    def train_step(self, data):
+        # The parent step (attack=None) leaves the batch as given.
+        return super().train_step(self.adversarial_batch(data))
+
+
+@register_method("thermometer")
+def from_recipe(cfg, net: keras.Model,
+                teacher: keras.Model | None = None):
+    """(`ThermometerTrainer`, loss, metrics) for `train.method ==
+    "thermometer"`: `cfg.attack` is the ls_pga section, `cfg.train.alpha`
+    the clean weight, `cfg.train.label_smoothing` the loss's."""
+    del teacher  # single-stage method (training.build_trainer's signature)
+    return (ThermometerTrainer(net, cfg.attack.to_dict(), cfg.train.alpha),
+            classification_loss(cfg.train.label_smoothing),
+            ["accuracy"])
