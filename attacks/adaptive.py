@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from attacks.bpda import with_straight_through
 from attacks.eot import eot
+from core.keras_internals import flatten_layers
 
 #: EOT draws below which a run is recorded as under-sampled (the project's
 #: evaluation protocol asks for 20+ draws per gradient and prediction).
@@ -52,10 +53,9 @@ RECOMMENDED_EOT_SAMPLES = 20
 def _layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
     """Every sublayer of `model`, recursively (nested models, wrapper
     layers such as `IdentityStraightThrough`), each once."""
-    # Keras 3 has no public recursive walk; `_flatten_layers` is what
-    # `Layer.weights` itself uses (also used by attacks.eot).
+    # Keras 3 has no public recursive walk (core.keras_internals, 5).
     seen, out = set(), []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in flatten_layers(model, include_self=True):
         if id(layer) not in seen:
             seen.add(id(layer))
             out.append(layer)
@@ -207,6 +207,30 @@ def _naive(model, threat):
         "predict": predict, "batched": None, "notes": notes})
 
 
+def _adaptive(model, threat, eot_samples, batched):
+    """The adaptive (BPDA and / or EOT) `AdaptiveModel` for `threat`."""
+    bpda = bool(threat["non_differentiable"])
+    attack_model = with_straight_through(model) if bpda else model
+    predict, notes, samples = _Forward(model), [], None
+    if threat["randomized"]:
+        samples = eot_samples
+        attack_model = eot(attack_model, samples, batched=batched)
+        predict = eot(model, samples, batched=batched)
+        if samples < RECOMMENDED_EOT_SAMPLES:
+            notes.append(
+                f"eot_samples={samples} < {RECOMMENDED_EOT_SAMPLES} "
+                "recommended: the EOT gradient and expected prediction are "
+                "noisier; robust accuracy may be overestimated")
+    else:
+        batched = None
+    return AdaptiveModel(attack_model, predict, {
+        "bpda": bpda, "eot_samples": samples, "naive": False,
+        "randomized_layers": threat["randomized"],
+        "non_differentiable_layers": threat["non_differentiable"],
+        "predict": "expectation" if samples else "deterministic",
+        "batched": batched, "notes": notes})
+
+
 def adaptive_model(model: keras.Model, *, eot_samples: int = 20,
                    naive: bool = False,
                    batched: bool = False) -> AdaptiveModel:
@@ -278,26 +302,7 @@ def adaptive_model(model: keras.Model, *, eot_samples: int = 20,
     threat = threat_model(model)
     if naive:
         return _naive(model, threat)
-    bpda = bool(threat["non_differentiable"])
-    attack_model = with_straight_through(model) if bpda else model
-    predict, notes, samples = _Forward(model), [], None
-    if threat["randomized"]:
-        samples = eot_samples
-        attack_model = eot(attack_model, samples, batched=batched)
-        predict = eot(model, samples, batched=batched)
-        if samples < RECOMMENDED_EOT_SAMPLES:
-            notes.append(
-                f"eot_samples={samples} < {RECOMMENDED_EOT_SAMPLES} "
-                "recommended: the EOT gradient and expected prediction are "
-                "noisier; robust accuracy may be overestimated")
-    else:
-        batched = None
-    return AdaptiveModel(attack_model, predict, {
-        "bpda": bpda, "eot_samples": samples, "naive": False,
-        "randomized_layers": threat["randomized"],
-        "non_differentiable_layers": threat["non_differentiable"],
-        "predict": "expectation" if samples else "deterministic",
-        "batched": batched, "notes": notes})
+    return _adaptive(model, threat, eot_samples, batched)
 
 
 def _flag(description, key, accepted):

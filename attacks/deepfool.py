@@ -123,6 +123,34 @@ _LOOP_XLA = tf.function(_deepfool_loop, reduce_retracing=True,
                         jit_compile=True)
 
 
+def _candidates(model, x32, y, num_classes):
+    """The int32 labels `(batch,)` (the predictions when `y` is None) and
+    the `num_classes` highest-scoring classes at `x32`, `(batch, K)`."""
+    logits0 = tf.cast(primitives.call_model(model, x32), tf.float32)
+    if y is None:
+        y = tf.argmax(logits0, axis=-1, output_type=tf.int32)
+    y = tf.cast(y, tf.int32)
+    k = min(int(num_classes), int(logits0.shape[-1]))
+    cand = tf.math.top_k(logits0, k=k).indices
+    return y, tf.cast(cand, tf.int32)
+
+
+def _attack(model, x32, y, *, norm, steps, overshoot, num_classes, eps,
+            clip_min, clip_max, jit_compile):
+    """Runs the loop and applies the overshoot, the optional eps-ball and
+    the box; returns the float32 `x_adv`."""
+    y, cand = _candidates(model, x32, y, num_classes)
+    over = primitives.as_scalar(overshoot)
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
+    loop = _LOOP_XLA if jit_compile else _LOOP
+    r_total = loop(model, x32, y, cand, tf.constant(int(steps), tf.int32),
+                   over, lo, hi, norm)
+    delta = (1.0 + over) * r_total
+    if eps is not None:
+        delta = primitives.project(delta, primitives.as_scalar(eps), norm)
+    return tf.clip_by_value(x32 + delta, lo, hi)
+
+
 @register_attack("deepfool")
 def deepfool(
     model: Callable,
@@ -188,22 +216,8 @@ def deepfool(
     _validate(norm, steps, overshoot, num_classes, eps, clip_min, clip_max)
     primitives.check_inputs(x, y, clip_min, clip_max)
     x = tf.convert_to_tensor(x)
-    in_dtype = x.dtype
-    x32 = tf.cast(x, tf.float32)
-    logits0 = tf.cast(primitives.call_model(model, x32), tf.float32)
-    if y is None:
-        y = tf.argmax(logits0, axis=-1, output_type=tf.int32)
-    y = tf.cast(y, tf.int32)
-    k = min(int(num_classes), int(logits0.shape[-1]))
-    cand = tf.math.top_k(logits0, k=k).indices
-    cand = tf.cast(cand, tf.int32)
-    over = primitives.as_scalar(overshoot)
-    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
-    loop = _LOOP_XLA if jit_compile else _LOOP
-    r_total = loop(model, x32, y, cand, tf.constant(int(steps), tf.int32),
-                   over, lo, hi, norm)
-    delta = (1.0 + over) * r_total
-    if eps is not None:
-        delta = primitives.project(delta, primitives.as_scalar(eps), norm)
-    x_adv = tf.clip_by_value(x32 + delta, lo, hi)
-    return tf.cast(x_adv, in_dtype)
+    x_adv = _attack(model, tf.cast(x, tf.float32), y, norm=norm, steps=steps,
+                    overshoot=overshoot, num_classes=num_classes, eps=eps,
+                    clip_min=clip_min, clip_max=clip_max,
+                    jit_compile=jit_compile)
+    return tf.cast(x_adv, x.dtype)

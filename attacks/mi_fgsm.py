@@ -48,6 +48,36 @@ _LOOP = tf.function(_mi_loop, reduce_retracing=True)
 _LOOP_XLA = tf.function(_mi_loop, reduce_retracing=True, jit_compile=True)
 
 
+def _check_args(eps, norm, steps, step_size, mu, loss, clip_min, clip_max):
+    """Validates the scalar arguments of `mi_fgsm`; returns the effective
+    `step_size` (default `eps / steps`)."""
+    primitives.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
+                        loss=loss, clip_min=clip_min, clip_max=clip_max)
+    if norm != "inf":
+        raise ValueError(f"mi_fgsm supports only norm='inf'; got {norm!r}")
+    if not (np.isfinite(mu) and mu >= 0):
+        raise ValueError(f"mu must be a finite number >= 0; got {mu!r}")
+    if step_size is None:
+        step_size = eps / steps
+    return step_size
+
+
+def _run(model, x, y, *, eps, steps, step_size, mu, targeted, loss,
+         clip_min, clip_max, jit_compile):
+    """Casts `x` to float32, fills in default labels and runs the loop;
+    returns the float32 final iterate."""
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = primitives.default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    loop = _LOOP_XLA if jit_compile else _LOOP
+    return loop(model, x32, y, primitives.as_scalar(eps),
+                primitives.as_scalar(step_size), primitives.as_scalar(mu),
+                tf.constant(int(steps), tf.int32),
+                primitives.as_scalar(clip_min),
+                primitives.as_scalar(clip_max), bool(targeted), loss)
+
+
 @register_attack("mi_fgsm")
 def mi_fgsm(
     model: Callable,
@@ -109,25 +139,11 @@ def mi_fgsm(
         Attacks with Momentum", arXiv 1710.06081, Algorithm 1 (Eqs. 6-7).
     """
     del seed
-    primitives.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
-                   loss=loss, clip_min=clip_min, clip_max=clip_max)
-    if norm != "inf":
-        raise ValueError(f"mi_fgsm supports only norm='inf'; got {norm!r}")
-    if not (np.isfinite(mu) and mu >= 0):
-        raise ValueError(f"mu must be a finite number >= 0; got {mu!r}")
-    if step_size is None:
-        step_size = eps / steps
+    step_size = _check_args(eps, norm, steps, step_size, mu, loss, clip_min,
+                            clip_max)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
-    in_dtype = x.dtype
-    x32 = tf.cast(x, tf.float32)
-    if y is None:
-        y = primitives.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
-    loop = _LOOP_XLA if jit_compile else _LOOP
-    x_adv = loop(model, x32, y, primitives.as_scalar(eps),
-                 primitives.as_scalar(step_size), primitives.as_scalar(mu),
-                 tf.constant(int(steps), tf.int32),
-                 primitives.as_scalar(clip_min), primitives.as_scalar(clip_max),
-                 bool(targeted), loss)
-    return tf.cast(x_adv, in_dtype)
+    x_adv = _run(model, x, y, eps=eps, steps=steps, step_size=step_size,
+                 mu=mu, targeted=targeted, loss=loss, clip_min=clip_min,
+                 clip_max=clip_max, jit_compile=jit_compile)
+    return tf.cast(x_adv, x.dtype)

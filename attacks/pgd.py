@@ -73,6 +73,39 @@ _LOOP = tf.function(_pgd_loop, reduce_retracing=True)
 _LOOP_XLA = tf.function(_pgd_loop, reduce_retracing=True, jit_compile=True)
 
 
+def _restarts(model, x, y, *, eps, step_size, steps, norm, targeted,
+              rand_init, restarts, loss, clip_min, clip_max, seed,
+              jit_compile):
+    """Runs the loop once per restart and keeps, per example, the worst case
+    for the model; returns that float32 `x_adv`."""
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = primitives.default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    eps_t, step_t = primitives.as_scalar(eps), primitives.as_scalar(step_size)
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
+    steps_t = tf.constant(int(steps), tf.int32)
+    loop = _LOOP_XLA if jit_compile else _LOOP
+    best = None
+    for r in range(int(restarts)):
+        x_start = x32
+        if rand_init:
+            seed_r = primitives.seed_pair(seed, r)
+            x_start = primitives.random_in_ball(x32, eps_t, norm, seed_r)
+        run = loop(model, x32, y, x_start, eps_t, step_t, steps_t, lo, hi,
+                   norm, bool(targeted), loss)
+        if best is None:
+            best = run
+        else:
+            worse = primitives.better(run[2], run[1], best[2], best[1])
+            best = (
+                primitives.select(worse, run[0], best[0]),
+                tf.where(worse, run[1], best[1]),
+                tf.where(worse, run[2], best[2]),
+            )
+    return best[0]
+
+
 @register_attack("pgd")
 def pgd(
     model: Callable,
@@ -138,37 +171,16 @@ def pgd(
         >>> x_adv = pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=10)
     """
     primitives.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
-                   restarts=restarts, loss=loss, clip_min=clip_min,
-                   clip_max=clip_max)
+                        restarts=restarts, loss=loss, clip_min=clip_min,
+                        clip_max=clip_max)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
-    in_dtype = x.dtype
-    x32 = tf.cast(x, tf.float32)
-    if y is None:
-        y = primitives.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
-    eps_t, step_t = primitives.as_scalar(eps), primitives.as_scalar(step_size)
-    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
-    steps_t = tf.constant(int(steps), tf.int32)
-    loop = _LOOP_XLA if jit_compile else _LOOP
-    best = None
-    for r in range(int(restarts)):
-        x_start = x32
-        if rand_init:
-            seed_r = primitives.seed_pair(seed, r)
-            x_start = primitives.random_in_ball(x32, eps_t, norm, seed_r)
-        run = loop(model, x32, y, x_start, eps_t, step_t, steps_t, lo, hi,
-                   norm, bool(targeted), loss)
-        if best is None:
-            best = run
-        else:
-            worse = primitives.better(run[2], run[1], best[2], best[1])
-            best = (
-                primitives.select(worse, run[0], best[0]),
-                tf.where(worse, run[1], best[1]),
-                tf.where(worse, run[2], best[2]),
-            )
-    return tf.cast(best[0], in_dtype)
+    x_adv = _restarts(
+        model, x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
+        targeted=targeted, rand_init=rand_init, restarts=restarts, loss=loss,
+        clip_min=clip_min, clip_max=clip_max, seed=seed,
+        jit_compile=jit_compile)
+    return tf.cast(x_adv, x.dtype)
 
 
 @register_attack("bim")

@@ -41,6 +41,43 @@ _STEP = tf.function(_rfgsm_step, reduce_retracing=True)
 _STEP_XLA = tf.function(_rfgsm_step, reduce_retracing=True, jit_compile=True)
 
 
+def _check_args(eps, norm, alpha, loss, clip_min, clip_max):
+    """Validates the scalar arguments of `rfgsm`; returns the effective
+    `alpha` (default `eps / 2`)."""
+    primitives.validate(eps=eps, norm=norm, loss=loss, clip_min=clip_min,
+                        clip_max=clip_max)
+    if norm != "inf":
+        raise ValueError(f"rfgsm supports only norm='inf'; got {norm!r}")
+    if alpha is None:
+        alpha = eps / 2
+    if not (np.isfinite(alpha) and 0 <= alpha <= eps):
+        raise ValueError(
+            f"alpha must satisfy 0 <= alpha <= eps = {eps!r}; got {alpha!r}"
+        )
+    return alpha
+
+
+def _run(model, x, y, *, eps, alpha, targeted, loss, clip_min, clip_max,
+         seed, jit_compile):
+    """Casts `x` to float32, fills in default labels, takes the random sign
+    step and then the gradient step; returns the float32 `x_adv`."""
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = primitives.default_labels(model, x32)
+    y = tf.cast(y, tf.int32)
+    pair = primitives.seed_pair(seed, 0)
+    if pair is None:
+        noise = tf.random.normal(tf.shape(x32))
+    else:
+        noise = tf.random.stateless_normal(tf.shape(x32), pair)
+    x_rand = x32 + float(alpha) * tf.sign(noise)
+    step = _STEP_XLA if jit_compile else _STEP
+    return step(model, x32, y, x_rand, primitives.as_scalar(eps),
+                primitives.as_scalar(eps - alpha),
+                primitives.as_scalar(clip_min),
+                primitives.as_scalar(clip_max), bool(targeted), loss)
+
+
 @register_attack("rfgsm")
 def rfgsm(
     model: Callable,
@@ -95,31 +132,10 @@ def rfgsm(
         "Ensemble Adversarial Training: Attacks and Defenses",
         arXiv 1705.07204, Sec. 4.1, Eq. 7.
     """
-    primitives.validate(eps=eps, norm=norm, loss=loss, clip_min=clip_min,
-                   clip_max=clip_max)
-    if norm != "inf":
-        raise ValueError(f"rfgsm supports only norm='inf'; got {norm!r}")
-    if alpha is None:
-        alpha = eps / 2
-    if not (np.isfinite(alpha) and 0 <= alpha <= eps):
-        raise ValueError(
-            f"alpha must satisfy 0 <= alpha <= eps = {eps!r}; got {alpha!r}"
-        )
+    alpha = _check_args(eps, norm, alpha, loss, clip_min, clip_max)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
-    in_dtype = x.dtype
-    x32 = tf.cast(x, tf.float32)
-    if y is None:
-        y = primitives.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
-    pair = primitives.seed_pair(seed, 0)
-    if pair is None:
-        noise = tf.random.normal(tf.shape(x32))
-    else:
-        noise = tf.random.stateless_normal(tf.shape(x32), pair)
-    x_rand = x32 + float(alpha) * tf.sign(noise)
-    step = _STEP_XLA if jit_compile else _STEP
-    x_adv = step(model, x32, y, x_rand, primitives.as_scalar(eps),
-                 primitives.as_scalar(eps - alpha), primitives.as_scalar(clip_min),
-                 primitives.as_scalar(clip_max), bool(targeted), loss)
-    return tf.cast(x_adv, in_dtype)
+    x_adv = _run(model, x, y, eps=eps, alpha=alpha, targeted=targeted,
+                 loss=loss, clip_min=clip_min, clip_max=clip_max, seed=seed,
+                 jit_compile=jit_compile)
+    return tf.cast(x_adv, x.dtype)

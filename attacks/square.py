@@ -326,92 +326,31 @@ def _seed_tensor(seed, restart):
     return tf.constant([int(seed), int(restart)], tf.int64)
 
 
-@register_attack("square")
-def square(
-    model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
-    *,
-    eps: float,
-    norm: str = "inf",
-    steps: int = 1000,
-    p_init: float | None = None,
-    loss: str | None = None,
-    targeted: bool = False,
-    restarts: int = 1,
-    clip_min: float = 0.0,
-    clip_max: float = 1.0,
-    seed: int | None = None,
-) -> tf.Tensor:
-    """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049, Alg. 1-3).
-
-    Score-based: the model is queried for logits only, never differentiated,
-    so it also attacks non-differentiable models (quantised inputs,
-    `tf.stop_gradient`). The model is called inside a `tf.function`.
-
-    Args:
-        model: callable mapping `x` to logits `(batch, classes)`; a Keras
-            model is called with `training=False`. Logits, never
-            probabilities.
-        x: float `(batch, height, width, channels)` in `[clip_min, clip_max]`
-            (default `[0, 1]`). Not modified.
-        y: int `(batch,)`: true labels (untargeted) or target labels
-            (`targeted=True`, required then). None (untargeted only) uses the
-            model's predictions.
-        eps: radius of the ball on the pixel scale of `x`, >= 0.
-        norm: "inf" (Alg. 2) or "2" (Alg. 3).
-        steps: query budget per example and restart, >= 1: one query for the
-            initialisation and `steps - 1` random-search iterations. Examples
-            already adversarial are not queried again.
-        p_init: initial fraction of pixels changed per iteration, in (0, 1].
-            None: 0.8 for L-inf (suited to small images such as MNIST; the
-            paper uses 0.05 on ImageNet) and 0.1 for L2 (the paper's
-            ImageNet L2 value). Halved on the schedule of `p_schedule`.
-        loss: None (default): "margin" untargeted and "ce" targeted, the
-            paper's choices. "margin" (alias "cw"): the logit margin, untargeted
-            `z_y - max_{j != y} z_j`, targeted `max_{j != t} z_j - z_t`; or
-            "ce": cross-entropy (maximised untargeted, minimised targeted; the
-            paper's choice for the targeted attack).
-        targeted: drive the prediction to the target `y`.
-        restarts: independent runs (seeds `(seed, r)`); runs after the first
-            attack only the examples not yet adversarial, and per example the
-            worst case for the model is kept.
-        clip_min, clip_max: the valid box of pixel values.
-        seed: int for reproducible draws; None draws the stateless seeds
-            from the global generator.
-
-    Returns:
-        `x_adv` with the shape and dtype of `x`, inside the box and with
-        `||x_adv - x||_norm <= eps` (float tolerance): per example the
-        accepted point of lowest loss (adversarial ones first across
-        restarts). `eps = 0` returns `x`.
-
-    Raises:
-        ValueError: `norm` not in ("inf", "2"), `loss` not in ("margin",
-            "cw", "ce"), `eps < 0`, `steps < 1`, `restarts < 1`, `p_init`
-            outside (0, 1], `x` outside the box, or `targeted=True` with
-            `y=None`; the message names the value and the accepted ones.
-
-    Example:
-        >>> x_adv = square(model, x, y, eps=0.1, steps=500, seed=0)
-    """
+def _check_args(x, y, eps, norm, steps, p_init, loss, targeted, restarts,
+                clip_min, clip_max):
+    """Validates the arguments of `square` and the inputs; returns the
+    effective `(loss, p_init)` (defaults resolved)."""
     if loss is None:
         loss = "ce" if targeted else "margin"
     if loss not in SQUARE_LOSSES:
         raise ValueError(
             f"loss must be one of {SQUARE_LOSSES}; got {loss!r}")
     primitives.validate(eps=eps, norm=norm, steps=steps, restarts=restarts,
-                   clip_min=clip_min, clip_max=clip_max)
+                        clip_min=clip_min, clip_max=clip_max)
     if p_init is None:
         p_init = P_INIT_DEFAULT[norm]
     if (isinstance(p_init, bool) or not np.isscalar(p_init)
             or not (np.isfinite(p_init) and 0.0 < p_init <= 1.0)):
         raise ValueError(f"p_init must be a number in (0, 1]; got {p_init!r}")
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
-    in_dtype = x.dtype
-    if eps == 0:
-        return tf.clip_by_value(x, clip_min, clip_max)
+    return loss, p_init
+
+
+def _restarts(model, x, y, *, eps, norm, steps, p_init, loss, targeted,
+              restarts, box, seed):
+    """Runs `_LOOP` once per restart, later ones only on the examples not yet
+    adversarial; returns the per-example best `x_adv` (float32)."""
+    clip_min, clip_max = box
     x32 = tf.cast(x, tf.float32)
     if y is None:
         y = primitives.default_labels(model, x32)
@@ -441,4 +380,83 @@ def square(
             tf.tensor_scatter_nd_update(
                 b, idx, primitives.select(worse, new, prev))
             for b, new, prev in zip(best, run, old))
-    return tf.cast(best[0], in_dtype)
+    return best[0]
+
+
+@register_attack("square")
+def square(
+    model: Callable,
+    x: tf.Tensor,
+    y: tf.Tensor | None,
+    *,
+    eps: float,
+    norm: str = "inf",
+    steps: int = 1000,
+    p_init: float | None = None,
+    loss: str | None = None,
+    targeted: bool = False,
+    restarts: int = 1,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    seed: int | None = None,
+) -> tf.Tensor:
+    """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049, Alg. 1-3).
+
+    Score-based: the model is queried for logits only (inside a
+    `tf.function`), never differentiated, so it also attacks
+    non-differentiable models (quantised inputs, `tf.stop_gradient`).
+
+    Args:
+        model: callable mapping `x` to logits (never probabilities)
+            `(batch, classes)`; a Keras model is called with `training=False`.
+        x: float `(batch, height, width, channels)` in `[clip_min, clip_max]`
+            (default `[0, 1]`). Not modified.
+        y: int `(batch,)`: true labels (untargeted) or target labels
+            (`targeted=True`, required then). None (untargeted only) uses the
+            model's predictions.
+        eps: radius of the ball on the pixel scale of `x`, >= 0.
+        norm: "inf" (Alg. 2) or "2" (Alg. 3).
+        steps: query budget per example and restart, >= 1: one query for the
+            initialisation and `steps - 1` random-search iterations. Examples
+            already adversarial are not queried again.
+        p_init: initial fraction of pixels changed per iteration, in (0, 1],
+            halved on the schedule of `p_schedule`. None: 0.8 for L-inf (for
+            small images such as MNIST; the paper uses 0.05 on ImageNet), 0.1
+            for L2 (the paper's ImageNet L2 value).
+        loss: "margin" (alias "cw"): the logit margin, untargeted
+            `z_y - max_{j != y} z_j`, targeted `max_{j != t} z_j - z_t`; or
+            "ce": cross-entropy (maximised untargeted, minimised targeted).
+            None (default): the paper's choices, "margin" untargeted and "ce"
+            targeted.
+        targeted: drive the prediction to the target `y`.
+        restarts: independent runs (seeds `(seed, r)`); runs after the first
+            attack only the examples not yet adversarial, and per example the
+            worst case for the model is kept.
+        clip_min, clip_max: the valid box of pixel values.
+        seed: int for reproducible draws; None draws the stateless seeds
+            from the global generator.
+
+    Returns:
+        `x_adv` with the shape and dtype of `x`, inside the box and with
+        `||x_adv - x||_norm <= eps` (float tolerance): per example the
+        accepted point of lowest loss (adversarial ones first across
+        restarts). `eps = 0` returns `x`.
+
+    Raises:
+        ValueError: `norm` not in ("inf", "2"), `loss` not in ("margin",
+            "cw", "ce"), `eps < 0`, `steps < 1`, `restarts < 1`, `p_init`
+            outside (0, 1], `x` outside the box, or `targeted=True` with
+            `y=None`; the message names the value and the accepted ones.
+
+    Example:
+        >>> x_adv = square(model, x, y, eps=0.1, steps=500, seed=0)
+    """
+    loss, p_init = _check_args(x, y, eps, norm, steps, p_init, loss, targeted,
+                               restarts, clip_min, clip_max)
+    x = tf.convert_to_tensor(x)
+    if eps == 0:
+        return tf.clip_by_value(x, clip_min, clip_max)
+    x_best = _restarts(model, x, y, eps=eps, norm=norm, steps=steps,
+                       p_init=p_init, loss=loss, targeted=targeted,
+                       restarts=restarts, box=(clip_min, clip_max), seed=seed)
+    return tf.cast(x_best, x.dtype)

@@ -34,7 +34,7 @@ def kl_divergence(logits_p: tf.Tensor, logits_q: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def _kl_ascent(model, x, noise, eps, step_size, steps):
+def _kl_ascent(model, x, noise, eps, step_size, steps, clip_min, clip_max):
     p_logits = tf.stop_gradient(primitives.call_model(model, x))
     x_adv = x + noise
     for _ in tf.range(steps):
@@ -45,7 +45,7 @@ def _kl_ascent(model, x, noise, eps, step_size, steps):
         grad = tape.gradient(kl, x_adv)
         delta = primitives.project(x_adv + step_size * tf.sign(grad) - x,
                                    eps, "inf")
-        x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
+        x_adv = tf.clip_by_value(x + delta, clip_min, clip_max)
     return x_adv
 
 
@@ -63,15 +63,16 @@ def _start_noise(shape, seed):
 @register_attack("trades_kl")
 def trades_kl(model: Callable, x: tf.Tensor, y: Any = None, *, eps: float,
               step_size: float, steps: int,
-              seed: int | tf.Tensor | tuple[int, int] | None = None
-              ) -> tf.Tensor:
+              seed: int | tf.Tensor | tuple[int, int] | None = None,
+              clip_min: float = 0.0, clip_max: float = 1.0) -> tf.Tensor:
     """The inner maximisation of TRADES (Zhang et al. 2019, arXiv
     1901.08573, Algorithm 1, lines 4-7; module doc).
 
     Args:
         model: maps `x` to logits `(batch, classes)`; a Keras model is
             called with `training=False`.
-        x: float32 `(batch, height, width, channels)` in `[0, 1]`.
+        x: float `(batch, height, width, channels)` in
+            `[clip_min, clip_max]`.
         y: ignored (the objective is the divergence from the model's own
             prediction at `x`); accepted for the uniform attack signature.
         eps: L-inf radius on the [0, 1] scale (e.g. 0.031 ~ 8 / 255), >= 0.
@@ -81,21 +82,28 @@ def trades_kl(model: Callable, x: tf.Tensor, y: Any = None, *, eps: float,
             generator; an int `s` or a stateless pair `(s, k)` (a tensor
             too, e.g. `(seed, optimizer step)` inside a training step)
             makes it reproducible (an int means `(s, 0)`).
+        clip_min, clip_max: the pixel box, default `[0, 1]`.
 
     Returns:
-        float32 `x_adv` of the shape of `x`, inside `[0, 1]` and with
+        `x_adv` of the shape and dtype of `x`, inside the box and with
         `|x_adv - x| <= eps` per pixel, that locally maximises
         `KL(p(x) || p(x_adv))` with p(x) held fixed.
 
     Raises:
         ValueError: eps < 0, step_size <= 0, steps < 1 (naming the value),
-            or `x` not a float rank-4 tensor in `[0, 1]`.
+            `clip_min >= clip_max`, or `x` not a float rank-4 tensor
+            inside the box.
     """
     del y  # the KL objective needs no labels
     primitives.validate(eps=eps, norm="inf", steps=steps,
-                        step_size=step_size)
-    primitives.check_inputs(x, None, 0.0, 1.0)
-    x = tf.cast(x, tf.float32)
-    noise = INIT_STD * _start_noise(tf.shape(x), seed)
-    return _LOOP(model, x, noise, primitives.as_scalar(eps),
-                 primitives.as_scalar(step_size), tf.constant(int(steps)))
+                        step_size=step_size, clip_min=clip_min,
+                        clip_max=clip_max)
+    primitives.check_inputs(x, None, clip_min, clip_max)
+    x = tf.convert_to_tensor(x)
+    x32 = tf.cast(x, tf.float32)
+    noise = INIT_STD * _start_noise(tf.shape(x32), seed)
+    x_adv = _LOOP(model, x32, noise, primitives.as_scalar(eps),
+                  primitives.as_scalar(step_size), tf.constant(int(steps)),
+                  primitives.as_scalar(clip_min),
+                  primitives.as_scalar(clip_max))
+    return tf.cast(x_adv, x.dtype)

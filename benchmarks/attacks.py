@@ -136,6 +136,107 @@ def _data(shape, batch):
     return net, x, y, "uniform random images; untrained weights"
 
 
+def _ours(model, xt, yt, eps, step, k, jit):
+    """Our `attacks.pgd` in BIM form."""
+    def run():
+        return attacks.pgd(model, xt, yt, eps=eps, step_size=step,
+                           steps=k, rand_init=False, jit_compile=jit)
+    return run
+
+
+def _art(model, x, y, eps, step, k):
+    """ART's `ProjectedGradientDescent` on a `TensorFlowV2Classifier`."""
+    from art.attacks.evasion import ProjectedGradientDescent
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    clf = TensorFlowV2Classifier(
+        model=model, nb_classes=10, input_shape=x.shape[1:],
+        loss_object=tf.keras.losses.CategoricalCrossentropy(
+            from_logits=True),
+        clip_values=(0.0, 1.0))
+    attack = ProjectedGradientDescent(
+        clf, norm=np.inf, eps=eps, eps_step=step, max_iter=k,
+        targeted=False, num_random_init=0, batch_size=len(x),
+        verbose=False)
+    return lambda: attack.generate(x, y=y)
+
+
+def _cleverhans(infer, xt, yt, eps, step, k, jit):
+    """cleverhans' `projected_gradient_descent` inside a `tf.function`."""
+    from cleverhans.tf2.attacks.projected_gradient_descent import (
+        projected_gradient_descent)
+
+    @tf.function(jit_compile=jit)
+    def run(xx, yy):
+        return projected_gradient_descent(
+            infer, xx, eps, step, k, np.inf, clip_min=0.0, clip_max=1.0,
+            y=yy, targeted=False, rand_init=False, sanity_checks=False)
+    return lambda: run(xt, yt)
+
+
+def _foolbox(infer, xt, y64, eps, step, k):
+    """foolbox's `LinfPGD(random_start=False)`."""
+    import foolbox as fb
+
+    # foolbox 3.3.4 (through eagerpy) calls np.find_common_type, removed
+    # in NumPy 2.0, when dtypes mix (e.g. int32 labels; int64 labels, as
+    # here, avoid it); same promotion through np.result_type. Benchmark
+    # process only.
+    if not hasattr(np, "find_common_type"):
+        np.find_common_type = lambda a, s: np.result_type(*a, *s)
+    fmodel = fb.TensorFlowModel(infer, bounds=(0.0, 1.0))
+    attack = fb.attacks.LinfPGD(abs_stepsize=step, steps=k,
+                                random_start=False)
+
+    def run():
+        _, clipped, _ = attack(fmodel, xt, y64, epsilons=eps)
+        return clipped
+    return run
+
+
+def _grad_fn(infer, jit):
+    """A compiled function returning the cross-entropy gradient wrt x."""
+    @tf.function(jit_compile=jit)
+    def grad(xx, yy):
+        with tf.GradientTape() as tape:
+            tape.watch(xx)
+            loss = tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    yy, infer(xx)))
+        return tape.gradient(loss, xx)
+    return grad
+
+
+def _limit_grads(infer, xt, yt, k, jit):
+    """The limit (a): k calls of the compiled gradient."""
+    grad = _grad_fn(infer, jit)
+
+    def run():
+        for _ in range(k):
+            g = grad(xt, yt)
+        return g
+    return run
+
+
+def _limit_loop(infer, xt, yt, eps, step, k, jit):
+    """The limit (b): bare PGD-k in one compiled function."""
+    @tf.function(jit_compile=jit)
+    def run(x0, yy):
+        x_adv = x0
+        for _ in tf.range(k):
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                loss = tf.reduce_sum(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        yy, infer(x_adv)))
+            g = tape.gradient(loss, x_adv)
+            x_adv = x_adv + step * tf.sign(g)
+            x_adv = tf.clip_by_value(
+                x0 + tf.clip_by_value(x_adv - x0, -eps, eps), 0.0, 1.0)
+        return x_adv
+    return lambda: run(xt, yt)
+
+
 def _methods(model, x, y, eps, step, k):
     """Name -> (library, builder); a builder returns a zero-argument callable
     that runs the whole attack and returns x_adv (numpy or tensor)."""
@@ -145,104 +246,24 @@ def _methods(model, x, y, eps, step, k):
     def infer(v):
         return model(v, training=False)
 
-    def ours(jit):
-        def run():
-            return attacks.pgd(model, xt, yt, eps=eps, step_size=step,
-                               steps=k, rand_init=False, jit_compile=jit)
-        return run
-
-    def art():
-        from art.attacks.evasion import ProjectedGradientDescent
-        from art.estimators.classification import TensorFlowV2Classifier
-
-        clf = TensorFlowV2Classifier(
-            model=model, nb_classes=10, input_shape=x.shape[1:],
-            loss_object=tf.keras.losses.CategoricalCrossentropy(
-                from_logits=True),
-            clip_values=(0.0, 1.0))
-        attack = ProjectedGradientDescent(
-            clf, norm=np.inf, eps=eps, eps_step=step, max_iter=k,
-            targeted=False, num_random_init=0, batch_size=len(x),
-            verbose=False)
-        return lambda: attack.generate(x, y=y)
-
-    def cleverhans(jit):
-        from cleverhans.tf2.attacks.projected_gradient_descent import (
-            projected_gradient_descent)
-
-        @tf.function(jit_compile=jit)
-        def run(xx, yy):
-            return projected_gradient_descent(
-                infer, xx, eps, step, k, np.inf, clip_min=0.0, clip_max=1.0,
-                y=yy, targeted=False, rand_init=False, sanity_checks=False)
-        return lambda: run(xt, yt)
-
-    def foolbox():
-        import foolbox as fb
-
-        # foolbox 3.3.4 (through eagerpy) calls np.find_common_type, removed
-        # in NumPy 2.0, when dtypes mix (e.g. int32 labels; int64 labels, as
-        # here, avoid it); same promotion through np.result_type. Benchmark
-        # process only.
-        if not hasattr(np, "find_common_type"):
-            np.find_common_type = lambda a, s: np.result_type(*a, *s)
-        fmodel = fb.TensorFlowModel(infer, bounds=(0.0, 1.0))
-        attack = fb.attacks.LinfPGD(abs_stepsize=step, steps=k,
-                                    random_start=False)
-
-        def run():
-            _, clipped, _ = attack(fmodel, xt, y64, epsilons=eps)
-            return clipped
-        return run
-
-    def grad_fn(jit):
-        @tf.function(jit_compile=jit)
-        def grad(xx, yy):
-            with tf.GradientTape() as tape:
-                tape.watch(xx)
-                loss = tf.reduce_sum(
-                    tf.nn.sparse_softmax_cross_entropy_with_logits(
-                        yy, infer(xx)))
-            return tape.gradient(loss, xx)
-        return grad
-
-    def limit_grads(jit):
-        grad = grad_fn(jit)
-
-        def run():
-            for _ in range(k):
-                g = grad(xt, yt)
-            return g
-        return run
-
-    def limit_loop(jit):
-        @tf.function(jit_compile=jit)
-        def run(x0, yy):
-            x_adv = x0
-            for _ in tf.range(k):
-                with tf.GradientTape() as tape:
-                    tape.watch(x_adv)
-                    loss = tf.reduce_sum(
-                        tf.nn.sparse_softmax_cross_entropy_with_logits(
-                            yy, infer(x_adv)))
-                g = tape.gradient(loss, x_adv)
-                x_adv = x_adv + step * tf.sign(g)
-                x_adv = tf.clip_by_value(
-                    x0 + tf.clip_by_value(x_adv - x0, -eps, eps), 0.0, 1.0)
-            return x_adv
-        return lambda: run(xt, yt)
-
+    pgd = (eps, step, k)
     return {
-        "ours": ("ours", lambda: ours(False)),
-        "ours_xla": ("ours", lambda: ours(True)),
-        "art": ("art", art),
-        "cleverhans_tffunc": ("cleverhans", lambda: cleverhans(False)),
-        "cleverhans_tffunc_xla": ("cleverhans", lambda: cleverhans(True)),
-        "foolbox": ("foolbox", foolbox),
-        "limit_grads": ("limit", lambda: limit_grads(False)),
-        "limit_grads_xla": ("limit", lambda: limit_grads(True)),
-        "limit_loop": ("limit", lambda: limit_loop(False)),
-        "limit_loop_xla": ("limit", lambda: limit_loop(True)),
+        "ours": ("ours", lambda: _ours(model, xt, yt, *pgd, False)),
+        "ours_xla": ("ours", lambda: _ours(model, xt, yt, *pgd, True)),
+        "art": ("art", lambda: _art(model, x, y, *pgd)),
+        "cleverhans_tffunc": (
+            "cleverhans", lambda: _cleverhans(infer, xt, yt, *pgd, False)),
+        "cleverhans_tffunc_xla": (
+            "cleverhans", lambda: _cleverhans(infer, xt, yt, *pgd, True)),
+        "foolbox": ("foolbox", lambda: _foolbox(infer, xt, y64, *pgd)),
+        "limit_grads": (
+            "limit", lambda: _limit_grads(infer, xt, yt, k, False)),
+        "limit_grads_xla": (
+            "limit", lambda: _limit_grads(infer, xt, yt, k, True)),
+        "limit_loop": (
+            "limit", lambda: _limit_loop(infer, xt, yt, *pgd, False)),
+        "limit_loop_xla": (
+            "limit", lambda: _limit_loop(infer, xt, yt, *pgd, True)),
     }
 
 
@@ -301,23 +322,20 @@ def _error(e):
             f"{last.lineno})")
 
 
-def main(argv):
-    del argv
-    logging.getLogger("art").setLevel(logging.WARNING)  # per-call chatter
+def _shape_and_budget():
+    """`(input shape, eps, step size)` from the flags and their defaults."""
     default_mnist = _MODEL.value == "madry_cnn"
     size = _SIZE.value or (28 if default_mnist else 32)
     channels = _CHANNELS.value or (1 if default_mnist else 3)
     shape = (size, size, channels)
     eps = _EPS.value or (0.1 if shape == (28, 28, 1) else 8 / 255)
     step = _STEP_SIZE.value or eps / 10
-    k, b = _STEPS.value, _BATCH.value
+    return shape, eps, step
 
-    model, x, y, data_desc = _data(shape, b)
-    methods = _methods(model, x, y, eps, step, k)
-    if _ONLY.value:
-        methods = {n: m for n, m in methods.items() if n in _ONLY.value}
 
-    # Build and warm up (trace, compile) every method; failures recorded.
+def _warm_up(methods):
+    """Builds and warms up (trace, compile) every method; failures recorded.
+    Returns `(runs, status, outputs, warmup_s)`, dicts by method name."""
     runs, status, outputs, warmup_s = {}, {}, {}, {}
     for name, (_, build) in methods.items():
         try:
@@ -330,7 +348,12 @@ def main(argv):
         except Exception as e:  # noqa: BLE001 - a peer may fail in any way
             status[name] = "failed: " + _error(e)
         print(f"warm-up {name:24s} {status[name]}", flush=True)
+    return runs, status, outputs, warmup_s
 
+
+def _time_runs(runs):
+    """Wall and process CPU seconds of --repeats calls of every method, run
+    round-robin; returns `(times, cpu_times)`, lists by method name."""
     times = {name: [] for name in runs}
     cpu_times = {name: [] for name in runs}
     for _ in range(_REPEATS.value):
@@ -339,16 +362,12 @@ def main(argv):
             _numpy(fn())  # includes the copy to host: the result is used
             times[name].append(time.perf_counter() - start)
             cpu_times[name].append(time.process_time() - cpu)
-    median = {n: float(np.median(t)) for n, t in times.items()}
-    cpu_median = {n: float(np.median(t)) for n, t in cpu_times.items()}
-    img_s = {n: b / t for n, t in median.items()}
+    return times, cpu_times
 
-    # Eager peers (ART, foolbox) run op by op; the op-stats converter does
-    # not attribute their kernels, so only compiled methods are profiled.
-    op_profile = ({n: _op_profile(fn) for n, fn in runs.items()
-                   if methods[n][0] in ("ours", "cleverhans", "limit")}
-                  if _OP_PROFILE.value else None)
 
+def _agreement(model, x, y, outputs):
+    """Clean accuracy, and per method its robust accuracy, L-inf distance
+    to x and agreement with our output."""
     # Same attack, same start: outputs should be (nearly) the same points.
     logits = np.asarray(model(x, training=False))
     agreement = {"clean_accuracy": float(np.mean(logits.argmax(1) == y))}
@@ -363,45 +382,133 @@ def main(argv):
             entry["fraction_pixels_equal_to_ours"] = float(
                 np.mean(np.abs(out - ref) <= 1e-5))
         agreement[name] = entry
+    return agreement
 
-    def ratio(a, c):
-        return img_s[a] / img_s[c] if a in img_s and c in img_s else None
 
+def _ratio(img_s, a, c):
+    """Throughput of method `a` over that of `c`; None unless both ran."""
+    return img_s[a] / img_s[c] if a in img_s and c in img_s else None
+
+
+def _ratios(methods, img_s):
+    """Throughput of ours over the peers', and time of ours over the
+    limits' (key "fastest_peer" names the fastest peer)."""
     peers = [n for n, (lib, _) in methods.items()
              if lib not in ("ours", "limit") and n in img_s]
     fastest = max(peers, key=img_s.get) if peers else None
     ratios = {"fastest_peer": fastest}
     for o in ("ours", "ours_xla"):
-        ratios[f"{o}_over_fastest_peer"] = ratio(o, fastest) if fastest \
-            else None
-        ratios[f"{o}_over_art"] = ratio(o, "art")
-        ratios[f"{o}_over_foolbox"] = ratio(o, "foolbox")
-        ratios[f"{o}_over_cleverhans_tffunc"] = ratio(o, "cleverhans_tffunc")
-        ratios[f"{o}_over_cleverhans_tffunc_xla"] = ratio(
-            o, "cleverhans_tffunc_xla")
+        ratios[f"{o}_over_fastest_peer"] = _ratio(img_s, o, fastest) \
+            if fastest else None
+        ratios[f"{o}_over_art"] = _ratio(img_s, o, "art")
+        ratios[f"{o}_over_foolbox"] = _ratio(img_s, o, "foolbox")
+        ratios[f"{o}_over_cleverhans_tffunc"] = _ratio(
+            img_s, o, "cleverhans_tffunc")
+        ratios[f"{o}_over_cleverhans_tffunc_xla"] = _ratio(
+            img_s, o, "cleverhans_tffunc_xla")
     # limit/ours: time of ours over time of the limit (1.0 = no overhead),
     # each in the same compilation mode.
     for o, suffix in (("ours", ""), ("ours_xla", "_xla")):
         for lim in ("limit_grads", "limit_loop"):
-            ratios[f"{o}_time_over_{lim}{suffix}_time"] = ratio(
-                lim + suffix, o)
+            ratios[f"{o}_time_over_{lim}{suffix}_time"] = _ratio(
+                img_s, lim + suffix, o)
+    return ratios
+
+
+def _bar(img_s, fastest):
+    """Whether our best variant clears the targets; None unless both ours
+    and a peer ran."""
     best_ours = max((n for n in ("ours", "ours_xla") if n in img_s),
                     key=img_s.get, default=None)
     best_limit = max((n for n in img_s if n.startswith("limit")),
                      key=img_s.get, default=None)
-    bar = None
-    if best_ours and fastest:
-        bar = {
-            "ours_variant": best_ours,
-            "ours_ge_fastest_peer": img_s[best_ours] >= img_s[fastest],
-            "ours_ge_3x_art": ("art" in img_s
-                               and img_s[best_ours] >= 3 * img_s["art"]),
-            "ours_ge_3x_foolbox": ("foolbox" in img_s and img_s[best_ours]
-                                   >= 3 * img_s["foolbox"]),
-            "limit_variant": best_limit,
-            "ours_time_le_1.1x_limit": bool(
-                best_limit and img_s[best_limit] / img_s[best_ours] <= 1.1),
-        }
+    if not (best_ours and fastest):
+        return None
+    return {
+        "ours_variant": best_ours,
+        "ours_ge_fastest_peer": img_s[best_ours] >= img_s[fastest],
+        "ours_ge_3x_art": ("art" in img_s
+                           and img_s[best_ours] >= 3 * img_s["art"]),
+        "ours_ge_3x_foolbox": ("foolbox" in img_s and img_s[best_ours]
+                               >= 3 * img_s["foolbox"]),
+        "limit_variant": best_limit,
+        "ours_time_le_1.1x_limit": bool(
+            best_limit and img_s[best_limit] / img_s[best_ours] <= 1.1),
+    }
+
+
+def _print_report(result, methods):
+    """Prints the table of methods, the ratios, the bar and the op profile."""
+    img_s, status = result["img_per_s"], result["status"]
+    median = result["median_s_per_attack"]
+    cpu_median = result["median_cpu_s_per_attack"]
+    print(f"\nPGD-{result['pgd_steps']} on {result['model']} "
+          f"{result['input_shape']}, batch {result['batch_size']}, "
+          f"{result['device']}, TF {tf.__version__}")
+    print(f"{'method':24s} {'img/s':>10s} {'s/attack':>10s} "
+          f"{'cpu s':>8s} {'vs ours':>8s}  status")
+    for name in methods:
+        if name in img_s:
+            rel = _ratio(img_s, "ours", name)
+            print(f"{name:24s} {img_s[name]:10.1f} {median[name]:10.4f} "
+                  f"{cpu_median[name]:8.3f} "
+                  f"{rel if rel else float('nan'):8.2f}  ran")
+        else:
+            print(f"{name:24s} {'-':>10s} {'-':>10s} {'-':>8s} {'-':>8s}  "
+                  f"{status[name]}")
+    print("\nratios (throughput ours / other; time ours / limit):")
+    for key, value in result["ratios"].items():
+        print(f"  {key:44s} "
+              + (f"{value:.3f}" if isinstance(value, float) else f"{value}"))
+    print(f"bar: {result['bar']}")
+    op_profile = result["op_profile"]
+    if op_profile:
+        print("\nop profile of one call (busy ms; MaxPoolGrad kernel):")
+        for name, prof in op_profile.items():
+            if "error" in prof:
+                print(f"  {name:24s} {prof['error']}")
+                continue
+            kernel = ("Eigen" if prof["eigen_MaxPoolGrad"] else "oneDNN"
+                      if prof["onednn_MaxPoolGrad"] else "-")
+            print(f"  {name:24s} {prof['busy_ms']:9.1f}  {kernel}")
+
+
+def _write(result):
+    """Writes `result` to --output (default results/attacks_<model>.json)."""
+    path = _OUTPUT.value or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results",
+        f"attacks_{_MODEL.value}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {path}")
+
+
+def main(argv):
+    del argv
+    logging.getLogger("art").setLevel(logging.WARNING)  # per-call chatter
+    shape, eps, step = _shape_and_budget()
+    k, b = _STEPS.value, _BATCH.value
+
+    model, x, y, data_desc = _data(shape, b)
+    methods = _methods(model, x, y, eps, step, k)
+    if _ONLY.value:
+        methods = {n: m for n, m in methods.items() if n in _ONLY.value}
+
+    runs, status, outputs, warmup_s = _warm_up(methods)
+    times, cpu_times = _time_runs(runs)
+    median = {n: float(np.median(t)) for n, t in times.items()}
+    cpu_median = {n: float(np.median(t)) for n, t in cpu_times.items()}
+    img_s = {n: b / t for n, t in median.items()}
+
+    # Eager peers (ART, foolbox) run op by op; the op-stats converter does
+    # not attribute their kernels, so only compiled methods are profiled.
+    op_profile = ({n: _op_profile(fn) for n, fn in runs.items()
+                   if methods[n][0] in ("ours", "cleverhans", "limit")}
+                  if _OP_PROFILE.value else None)
+    agreement = _agreement(model, x, y, outputs)
+    ratios = _ratios(methods, img_s)
+    bar = _bar(img_s, ratios["fastest_peer"])
 
     result = {
         "model": _MODEL.value, "input_shape": shape, "batch_size": b,
@@ -427,42 +534,8 @@ def main(argv):
         "output_agreement": agreement,
         "op_profile": op_profile,
     }
-
-    print(f"\nPGD-{k} on {_MODEL.value} {shape}, batch {b}, {result['device']}"
-          f", TF {tf.__version__}")
-    print(f"{'method':24s} {'img/s':>10s} {'s/attack':>10s} "
-          f"{'cpu s':>8s} {'vs ours':>8s}  status")
-    for name in methods:
-        if name in img_s:
-            rel = ratio("ours", name)
-            print(f"{name:24s} {img_s[name]:10.1f} {median[name]:10.4f} "
-                  f"{cpu_median[name]:8.3f} "
-                  f"{rel if rel else float('nan'):8.2f}  ran")
-        else:
-            print(f"{name:24s} {'-':>10s} {'-':>10s} {'-':>8s} {'-':>8s}  "
-                  f"{status[name]}")
-    print("\nratios (throughput ours / other; time ours / limit):")
-    for key, value in ratios.items():
-        print(f"  {key:44s} "
-              + (f"{value:.3f}" if isinstance(value, float) else f"{value}"))
-    print(f"bar: {bar}")
-    if op_profile:
-        print("\nop profile of one call (busy ms; MaxPoolGrad kernel):")
-        for name, prof in op_profile.items():
-            if "error" in prof:
-                print(f"  {name:24s} {prof['error']}")
-                continue
-            kernel = ("Eigen" if prof["eigen_MaxPoolGrad"] else "oneDNN"
-                      if prof["onednn_MaxPoolGrad"] else "-")
-            print(f"  {name:24s} {prof['busy_ms']:9.1f}  {kernel}")
-
-    path = _OUTPUT.value or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "results",
-        f"attacks_{_MODEL.value}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {path}")
+    _print_report(result, methods)
+    _write(result)
 
 
 if __name__ == "__main__":

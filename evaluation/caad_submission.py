@@ -108,6 +108,40 @@ def _check_int(name, value, low=None):
         raise ValueError(f"{name} must be an int{bound}; got {value!r}")
 
 
+def _check_output(output_csv) -> Path:
+    """`output_csv` as a Path, after checking that it does not exist yet and
+    that its directory does."""
+    output_csv = Path(output_csv)
+    if output_csv.exists():
+        raise ValueError(f"output_csv {str(output_csv)!r} already exists; "
+                         f"refusing to overwrite it")
+    if not output_csv.parent.is_dir():
+        raise ValueError(f"the directory of output_csv {str(output_csv)!r} "
+                         f"does not exist")
+    return output_csv
+
+
+def _classify(model, paths, size, channels, batch_size, label_offset):
+    """The `filename,label` lines of `paths`, classified in batches of
+    `batch_size`; every image must have the shape of the first."""
+    lines, shape = [], None
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        images = [_load(p, size, channels) for p in chunk]
+        shape = shape or images[0].shape
+        for p, image in zip(chunk, images):
+            if image.shape != shape:
+                raise ValueError(
+                    f"{str(p)!r} is {tuple(image.shape)}, {paths[0].name!r} "
+                    f"is {tuple(shape)}; pass image_size= to resize them to "
+                    f"one size")
+        logits = call_model(model, tf.stack(images))
+        labels = tf.argmax(logits, axis=-1).numpy() + label_offset
+        lines += [f"{p.name},{int(label)}\n"
+                  for p, label in zip(chunk, labels)]
+    return lines
+
+
 def predict_directory(
     model: Callable,
     input_dir: str | os.PathLike,
@@ -156,32 +190,12 @@ def predict_directory(
             target size, `image_size` or `channels` that the model does not
             take, or bad `batch_size` / `label_offset`.
     """
-    output_csv = Path(output_csv)
-    if output_csv.exists():
-        raise ValueError(f"output_csv {str(output_csv)!r} already exists; "
-                         f"refusing to overwrite it")
-    if not output_csv.parent.is_dir():
-        raise ValueError(f"the directory of output_csv {str(output_csv)!r} "
-                         f"does not exist")
+    output_csv = _check_output(output_csv)
     _check_int("batch_size", batch_size, 1)
     _check_int("label_offset", label_offset)
     size, channels = _model_input(model, image_size, channels)
     paths = _list_pngs(input_dir)
-    lines, shape = [], None
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        images = [_load(p, size, channels) for p in chunk]
-        shape = shape or images[0].shape
-        for p, image in zip(chunk, images):
-            if image.shape != shape:
-                raise ValueError(
-                    f"{str(p)!r} is {tuple(image.shape)}, {paths[0].name!r} "
-                    f"is {tuple(shape)}; pass image_size= to resize them to "
-                    f"one size")
-        logits = call_model(model, tf.stack(images))
-        labels = tf.argmax(logits, axis=-1).numpy() + label_offset
-        lines += [f"{p.name},{int(label)}\n"
-                  for p, label in zip(chunk, labels)]
+    lines = _classify(model, paths, size, channels, batch_size, label_offset)
     try:
         with open(output_csv, "x", encoding="utf-8") as f:
             f.writelines(lines)

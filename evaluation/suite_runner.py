@@ -95,6 +95,53 @@ def _read_log(path: pathlib.Path, header: dict) -> dict[int, dict]:
     return done
 
 
+def _open_log(log_path, suite: Suite, seed: int, identity: dict | None):
+    """The log path (None without one) and its finished batches; writes the
+    header of a new log."""
+    header = json.loads(json.dumps({  # as read back (tuples -> lists)
+        "suite": suite.to_json(), "seed": seed, "identity": identity or {}}))
+    log = pathlib.Path(log_path) if log_path else None
+    done = _read_log(log, header) if log else {}
+    if log and not log.exists():
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(json.dumps(header) + "\n")
+    return log, done
+
+
+def _batch_record(suite: Suite, fns, index, x, y, *, predict, attack_model,
+                  ensemble, surrogates, num_classes, seed) -> dict:
+    """Runs every attacker of `suite` on batch `index`; returns the batch's
+    log record (per-image outcomes)."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+    logits = predict(x)
+    record = {"batch": index, "n": int(y.shape[0]),
+              "clean": _correct(logits, y), "attackers": {}}
+    for k, a in enumerate(suite.attackers):
+        crafting = (attack_model if a.surrogate is None else ensemble
+                    if a.surrogate == "ensemble" else
+                    surrogates[a.surrogate])
+        source_logits = logits if a.surrogate is None else crafting(x)
+        labels, target = _labels(a, y, source_logits, num_classes, seed,
+                                 index)
+        # random starts seeded per (seed, batch, attacker): a resumed
+        # run repeats exactly what an uninterrupted one would do
+        x_adv = _call_attack(fns[a.label], a, crafting, x, labels, y,
+                             seed=(seed * 1_000_003 + index) * 1009 + k)
+        adv_logits = predict(x_adv)
+        delta = tf.reshape(tf.cast(x_adv, tf.float32) - x,
+                           [y.shape[0], -1])
+        record["attackers"][a.label] = {
+            "correct": _correct(adv_logits, y),
+            "target_hit": None if target is None else
+            _correct(adv_logits, target),
+            "l2": np.round(tf.norm(delta, axis=1).numpy(), 5).tolist(),
+            "linf": np.round(tf.reduce_max(tf.abs(delta), 1).numpy(),
+                             6).tolist(),
+        }
+    return record
+
+
 def run_suite(model: keras.Model, dataset: Iterable, suite: Suite, *,
               num_classes: int, surrogates: Sequence[Callable] = (),
               attack_model: Callable | None = None,
@@ -139,13 +186,7 @@ def run_suite(model: keras.Model, dataset: Iterable, suite: Suite, *,
     attack_model = attack_model or model
     predict = predict or (lambda x: model(x, training=False))
     ensemble = EnsembleLogits(surrogates) if surrogates else None
-    header = json.loads(json.dumps({  # as read back (tuples -> lists)
-        "suite": suite.to_json(), "seed": seed, "identity": identity or {}}))
-    log = pathlib.Path(log_path) if log_path else None
-    done = _read_log(log, header) if log else {}
-    if log and not log.exists():
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(json.dumps(header) + "\n")
+    log, done = _open_log(log_path, suite, seed, identity)
     fns = {a.label: attacks.from_config(a.config) for a in suite.attackers}
     bar = None
     records = []
@@ -155,33 +196,10 @@ def run_suite(model: keras.Model, dataset: Iterable, suite: Suite, *,
         if index in done:
             records.append(done[index])
             continue
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        logits = predict(x)
-        record = {"batch": index, "n": int(y.shape[0]),
-                  "clean": _correct(logits, y), "attackers": {}}
-        for k, a in enumerate(suite.attackers):
-            crafting = (attack_model if a.surrogate is None else ensemble
-                        if a.surrogate == "ensemble" else
-                        surrogates[a.surrogate])
-            source_logits = logits if a.surrogate is None else crafting(x)
-            labels, target = _labels(a, y, source_logits, num_classes, seed,
-                                     index)
-            # random starts seeded per (seed, batch, attacker): a resumed
-            # run repeats exactly what an uninterrupted one would do
-            x_adv = _call_attack(fns[a.label], a, crafting, x, labels, y,
-                                 seed=(seed * 1_000_003 + index) * 1009 + k)
-            adv_logits = predict(x_adv)
-            delta = tf.reshape(tf.cast(x_adv, tf.float32) - x,
-                               [y.shape[0], -1])
-            record["attackers"][a.label] = {
-                "correct": _correct(adv_logits, y),
-                "target_hit": None if target is None else
-                _correct(adv_logits, target),
-                "l2": np.round(tf.norm(delta, axis=1).numpy(), 5).tolist(),
-                "linf": np.round(tf.reduce_max(tf.abs(delta), 1).numpy(),
-                                 6).tolist(),
-            }
+        record = _batch_record(
+            suite, fns, index, x, y, predict=predict,
+            attack_model=attack_model, ensemble=ensemble,
+            surrogates=surrogates, num_classes=num_classes, seed=seed)
         if log:
             with log.open("a") as f:
                 f.write(json.dumps(record) + "\n")

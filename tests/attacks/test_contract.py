@@ -2,7 +2,8 @@
 table on the closed-form linear model: shape and dtype kept (float32 and
 float64), input not mutated, output inside the box and (for fixed-budget
 attacks) the eps-ball, eps = 0 is the identity, and bad arguments get a
-ValueError that names the value."""
+ValueError that names the value. `ls_pga` needs a thermometer-encoded
+network, so its contract is checked in tests/attacks/test_ls_pga.py."""
 
 import numpy as np
 import pytest
@@ -16,8 +17,10 @@ LIN = LinearSoftmax(classes=3, seed=3)
 EXPECTED = {
     "fgsm", "fgm", "rfgsm", "bim", "illc", "mi_fgsm", "pgd", "cw_l2",
     "cw_linf", "cw_l0", "lbfgs", "deepfool", "one_pixel", "apgd_ce",
-    "apgd_dlr", "square", "spsa",
+    "apgd_dlr", "square", "spsa", "trades_kl",
 }
+# Registered too, but only defined on thermometer-encoded networks.
+THERMOMETER_ONLY = {"ls_pga"}
 
 # name -> (norm the eps-ball is measured in, or None for minimum-norm
 # attacks without an eps, and the small-budget kwargs used here).
@@ -34,6 +37,7 @@ FIXED = {
     "apgd_dlr": ("inf", dict(eps=EPS, steps=10, seed=0)),
     "square": ("inf", dict(eps=EPS, steps=30, seed=0)),
     "spsa": ("inf", dict(eps=EPS, steps=5, samples=16, seed=0)),
+    "trades_kl": ("inf", dict(eps=EPS, step_size=0.01, steps=5, seed=0)),
 }
 MIN_NORM = {
     "cw_l2": dict(binary_search_steps=2, steps=10),
@@ -46,9 +50,9 @@ MIN_NORM = {
 
 
 def test_registry_holds_exactly_the_named_attacks():
-    assert set(attacks.list_attacks()) == EXPECTED
+    assert set(attacks.list_attacks()) == EXPECTED | THERMOMETER_ONLY
     assert set(FIXED) | set(MIN_NORM) == EXPECTED
-    for name in EXPECTED:
+    for name in EXPECTED | THERMOMETER_ONLY:
         assert attacks.get_attack(name) is getattr(attacks, name)
 
 
