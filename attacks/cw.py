@@ -98,22 +98,76 @@ _LOOP = tf.function(_adam_loop, reduce_retracing=True)
 _LOOP_XLA = tf.function(_adam_loop, reduce_retracing=True, jit_compile=True)
 
 
+def _check_args(confidence, c_init, learning_rate, binary_search_steps,
+                steps):
+    """Raises ValueError for a bad scalar argument of `cw_l2`."""
+    primitives.check_number("confidence", confidence, positive=False)
+    primitives.check_number("c_init", c_init, positive=True)
+    primitives.check_number("learning_rate", learning_rate, positive=True)
+    primitives.check_int("binary_search_steps", binary_search_steps)
+    primitives.check_int("steps", steps)
+
+
+def _binary_search(model, x32, y, batch, *, targeted, confidence, c_init,
+                   binary_search_steps, steps, learning_rate, lo, hi,
+                   jit_compile):
+    """The per-example binary search on `c`, one Adam loop per value.
+
+    Returns:
+        best_x: float32 tensor, the smallest-L2 successful iterate seen
+            (`x32` where none);
+        best_l2: float32 `(batch,)` NumPy array, its squared L2 (`inf`
+            where none).
+    """
+    kappa = primitives.as_scalar(confidence)
+    lr = primitives.as_scalar(learning_rate)
+    steps_t = tf.constant(int(steps), tf.int32)
+    loop = _LOOP_XLA if jit_compile else _LOOP
+    w0 = primitives.to_tanh_space(x32, lo, hi)
+
+    const = np.full(batch, float(c_init), np.float64)
+    lower = np.zeros(batch, np.float64)
+    upper = np.full(batch, _UPPER_INIT, np.float64)
+    best_l2 = np.full(batch, np.inf, np.float32)
+    best_x = x32
+    for _ in range(int(binary_search_steps)):
+        run_x, run_l2, run_succ = loop(
+            model, x32, y, w0, tf.constant(const, tf.float32), lr, steps_t,
+            lo, hi, kappa, bool(targeted))
+        run_l2 = run_l2.numpy()
+        run_succ = run_succ.numpy()
+        improve = run_succ & (run_l2 < best_l2)
+        best_l2 = np.where(improve, run_l2, best_l2)
+        best_x = primitives.select(tf.constant(improve), run_x, best_x)
+        # Binary search on c, per example.
+        upper = np.where(run_succ, np.minimum(upper, const), upper)
+        lower = np.where(run_succ, lower, np.maximum(lower, const))
+        bounded = upper < _UPPER_INIT / 10
+        const = np.where(bounded, (lower + upper) / 2.0, const * 10.0)
+    return best_x, best_l2
+
+
+def _finish(x, x32, best_x, best_l2, eps, lo, hi):
+    """`x_adv` in the dtype of `x`: the best point, projected onto the
+    `eps` ball when given; `x` itself, bit for bit, where none was found."""
+    found = tf.constant(np.isfinite(best_l2))
+    x_adv = tf.where(tf.reshape(found, [-1, 1, 1, 1]),
+                     tf.clip_by_value(best_x, lo, hi), x32)
+    if eps is not None:
+        delta = primitives.project(x_adv - x32, primitives.as_scalar(eps), "2")
+        x_adv = tf.clip_by_value(x32 + delta, lo, hi)
+    out = tf.cast(x_adv, x.dtype)
+    # Failures are x itself, bit for bit (not a float32 round trip).
+    return tf.where(tf.reshape(found, [-1, 1, 1, 1]), out, x)
+
+
 @register_attack("cw_l2")
 def cw_l2(
-    model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
-    *,
-    targeted: bool = False,
-    confidence: float = 0.0,
-    c_init: float = 1.0,
-    binary_search_steps: int = 5,
-    steps: int = 100,
-    learning_rate: float = 0.1,
-    clip_min: float = 0.0,
-    clip_max: float = 1.0,
-    eps: float | None = None,
-    seed: int | None = None,
+    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *,
+    targeted: bool = False, confidence: float = 0.0, c_init: float = 1.0,
+    binary_search_steps: int = 5, steps: int = 100,
+    learning_rate: float = 0.1, clip_min: float = 0.0, clip_max: float = 1.0,
+    eps: float | None = None, seed: int | None = None,
     jit_compile: bool = False,
 ) -> tf.Tensor:
     """Carlini-Wagner L2 attack (arXiv 1608.04644, Sec. V.A).
@@ -169,51 +223,16 @@ def cw_l2(
     Example:
         >>> x_adv = cw_l2(model, x, y, binary_search_steps=5, steps=100)
     """
-    primitives.check_number("confidence", confidence, positive=False)
-    primitives.check_number("c_init", c_init, positive=True)
-    primitives.check_number("learning_rate", learning_rate, positive=True)
-    primitives.check_int("binary_search_steps", binary_search_steps)
-    primitives.check_int("steps", steps)
-    x, x32, y, batch = primitives.prepare_min_norm(model, x, y, eps=eps, clip_min=clip_min,
-                                clip_max=clip_max, targeted=targeted)
+    _check_args(confidence, c_init, learning_rate, binary_search_steps, steps)
+    x, x32, y, batch = primitives.prepare_min_norm(
+        model, x, y, eps=eps, clip_min=clip_min, clip_max=clip_max,
+        targeted=targeted)
     del seed  # deterministic attack
-    in_dtype = x.dtype
     if batch == 0:
         return tf.identity(x)
-
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
-    kappa = primitives.as_scalar(confidence)
-    lr = primitives.as_scalar(learning_rate)
-    steps_t = tf.constant(int(steps), tf.int32)
-    loop = _LOOP_XLA if jit_compile else _LOOP
-    w0 = primitives.to_tanh_space(x32, lo, hi)
-
-    const = np.full(batch, float(c_init), np.float64)
-    lower = np.zeros(batch, np.float64)
-    upper = np.full(batch, _UPPER_INIT, np.float64)
-    best_l2 = np.full(batch, np.inf, np.float32)
-    best_x = x32
-    for _ in range(int(binary_search_steps)):
-        run_x, run_l2, run_succ = loop(
-            model, x32, y, w0, tf.constant(const, tf.float32), lr, steps_t,
-            lo, hi, kappa, bool(targeted))
-        run_l2 = run_l2.numpy()
-        run_succ = run_succ.numpy()
-        improve = run_succ & (run_l2 < best_l2)
-        best_l2 = np.where(improve, run_l2, best_l2)
-        best_x = primitives.select(tf.constant(improve), run_x, best_x)
-        # Binary search on c, per example.
-        upper = np.where(run_succ, np.minimum(upper, const), upper)
-        lower = np.where(run_succ, lower, np.maximum(lower, const))
-        bounded = upper < _UPPER_INIT / 10
-        const = np.where(bounded, (lower + upper) / 2.0, const * 10.0)
-
-    found = tf.constant(np.isfinite(best_l2))
-    x_adv = tf.where(tf.reshape(found, [-1, 1, 1, 1]),
-                     tf.clip_by_value(best_x, lo, hi), x32)
-    if eps is not None:
-        delta = primitives.project(x_adv - x32, primitives.as_scalar(eps), "2")
-        x_adv = tf.clip_by_value(x32 + delta, lo, hi)
-    out = tf.cast(x_adv, in_dtype)
-    # Failures are x itself, bit for bit (not a float32 round trip).
-    return tf.where(tf.reshape(found, [-1, 1, 1, 1]), out, x)
+    best_x, best_l2 = _binary_search(
+        model, x32, y, batch, targeted=targeted, confidence=confidence,
+        c_init=c_init, binary_search_steps=binary_search_steps, steps=steps,
+        learning_rate=learning_rate, lo=lo, hi=hi, jit_compile=jit_compile)
+    return _finish(x, x32, best_x, best_l2, eps, lo, hi)

@@ -43,6 +43,16 @@ Measured on the Fashion-MNIST test CNN (25 images, 30-step solves,
 learning rate 0.05, `c_init` 0.1): median L-inf 0.091 with the paper's
 restart, 0.059 with the continuation, both 100% success.
 
+Defaults (`cw_linf`'s arguments). The paper starts at `c = 1e-5`; with Adam
+`c` only matters against the hinge, and `c_init = 1e-3` saves a few failed
+doubling solves: on the Fashion-MNIST test CNN (25 images, defaults
+otherwise) median L-inf 0.0481 in 25 s vs 0.0480 in 31 s with 1e-5, 100%
+success for both (PGD-20 at eps = 0.1 broke 84% of the same images). The
+paper runs 1000 Adam steps at learning rate 5e-3; on the test CNN 50 at 0.05
+gave the same median L-inf as 100 at 0.01 (0.048 vs 0.046) in 40% of the
+time. A natural bound on `max_rounds` is about `log(tau_final) /
+log(tau_decay) + log2(c_max / c_init)` solves.
+
 Pixels exactly at `clip_min` or `clip_max` hardly move in tanh space
 (`tanh'` is ~1e-6 there, the paper's parametrisation too), so unlike PGD
 this attack barely uses them (on Fashion-MNIST: the black background).
@@ -159,94 +169,9 @@ _SOLVE = tf.function(_linf_solve, reduce_retracing=True)
 _SOLVE_XLA = tf.function(_linf_solve, reduce_retracing=True, jit_compile=True)
 
 
-@register_attack("cw_linf")
-def cw_linf(
-    model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
-    *,
-    targeted: bool = False,
-    confidence: float = 0.0,
-    c_init: float = 1e-3,
-    c_max: float = 20.0,
-    tau_init: float = 1.0,
-    tau_decay: float = 0.9,
-    steps: int = 50,
-    learning_rate: float = 0.05,
-    max_rounds: int = 200,
-    clip_min: float = 0.0,
-    clip_max: float = 1.0,
-    eps: float | None = None,
-    seed: int | None = None,
-    jit_compile: bool = False,
-) -> tf.Tensor:
-    """Carlini-Wagner L-inf attack (arXiv 1608.04644, Sec. V.C).
-
-    A minimum-norm attack: it returns, per example, the smallest-L-inf
-    adversarial example it found (see the module docstring for the search
-    over `tau` and `c`).
-
-    Args:
-        model: callable mapping `x` to logits `(batch, classes)`; a Keras
-            model is called with `training=False`. Logits, never
-            probabilities (the margin loss is defined on logits).
-        x: float `(batch, height, width, channels)` in `[clip_min,
-            clip_max]` (default `[0, 1]`). Not modified.
-        y: int `(batch,)`: true labels (untargeted) or target labels
-            (`targeted=True`). None uses the model's predictions
-            (untargeted only).
-        targeted: reach the label `y` instead of leaving it.
-        confidence: kappa >= 0, the logit margin by which the adversarial
-            class must win.
-        c_init: starting weight `c` > 0 of the margin loss. The paper starts
-            at 1e-5; with Adam (invariant to the scale of the loss) `c` only
-            matters against the hinge, and 1e-3 saves a few failed doubling
-            solves: on the Fashion-MNIST test CNN (25 images, defaults
-            otherwise) median L-inf 0.0481 in 25 s vs 0.0480 in 31 s with
-            1e-5, 100% success for both (PGD-20 at eps = 0.1 broke 84% of
-            the same images).
-        c_max: `c` is doubled after each failed solve while `c <= c_max`
-            (paper: 20); the example is finished once it exceeds it.
-        tau_init: the first hinge threshold `tau` > 0 (paper: 1, no
-            penalty on the [0, 1] box).
-        tau_decay: factor in (0, 1) applied to `tau` after each successful
-            solve (paper: 0.9).
-        steps: maximum Adam iterations per solve, >= 1 (a solve stops early
-            for an example at its first success). The paper uses 1000 with
-            `learning_rate` 5e-3; on the test CNN 50 at 0.05 gave the same
-            median L-inf as 100 at 0.01 (0.048 vs 0.046) in 40% of the
-            time.
-        learning_rate: Adam step size in `w` (tanh) space, > 0.
-        max_rounds: upper bound >= 1 on the number of solves per example
-            (successes plus failures); the natural bound is about
-            `log(tau_final) / log(tau_decay) + log2(c_max / c_init)`.
-        clip_min, clip_max: the valid box of pixel values.
-        eps: optional L-inf radius >= 0. If given, each returned
-            perturbation is clipped to `[-eps, eps]` at the end (for a fixed
-            threat model); a clipped example may no longer be adversarial.
-            None (default) returns the minimum-norm result.
-        seed: accepted for API uniformity; the attack is deterministic (it
-            starts at `x`) and ignores it.
-        jit_compile: compile the inner Adam loop with XLA.
-
-    Returns:
-        `x_adv` with the shape and dtype of `x`, inside the box. Where some
-        iterate was adversarial (margin >= `confidence`) it is the one of
-        smallest L-inf distance to `x`; elsewhere it is `x` itself,
-        unchanged bit for bit (so `x_adv == x` marks a failure).
-
-    Raises:
-        ValueError: `confidence < 0`, `c_init <= 0`, `c_max < c_init`,
-            `tau_init <= 0`, `tau_decay` outside (0, 1), `steps < 1` or not
-            an integer, `learning_rate <= 0`, `max_rounds < 1`, `eps < 0`,
-            `clip_min >= clip_max`, `targeted=True` with `y=None`, or `x`
-            not a rank-4 float tensor inside the box; the message names the
-            value.
-
-    Example:
-        >>> x_adv = cw_linf(model, x, y, steps=100)
-        >>> linf = tf.reduce_max(tf.abs(x_adv - x), axis=[1, 2, 3])
-    """
+def _check_args(confidence, c_init, c_max, tau_init, tau_decay, steps,
+                learning_rate, max_rounds):
+    """Raises ValueError for a bad scalar argument of `cw_linf`."""
     primitives.check_number("confidence", confidence, positive=False)
     primitives.check_number("c_init", c_init, positive=True)
     primitives.check_number("c_max", c_max, positive=True)
@@ -260,13 +185,19 @@ def cw_linf(
     primitives.check_int("steps", steps)
     primitives.check_number("learning_rate", learning_rate, positive=True)
     primitives.check_int("max_rounds", max_rounds)
-    x, x32, y, batch = primitives.prepare_min_norm(model, x, y, eps=eps, clip_min=clip_min,
-                                clip_max=clip_max, targeted=targeted)
-    del seed  # deterministic attack
-    in_dtype = x.dtype
-    if batch == 0:
-        return tf.identity(x)
 
+
+def _search(model, x32, y, batch, *, targeted, confidence, c_init, c_max,
+            tau_init, tau_decay, steps, learning_rate, max_rounds, clip_min,
+            clip_max, jit_compile):
+    """The outer search over `(tau, c)` of the module docstring, one solve
+    per round for the examples still running.
+
+    Returns:
+        best_x: float32 NumPy array, the smallest-L-inf adversarial iterate
+            seen (`x` where none);
+        best_linf: float32 `(batch,)`, its L-inf (`inf` where none).
+    """
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     kappa = primitives.as_scalar(confidence)
     lr = primitives.as_scalar(learning_rate)
@@ -302,13 +233,97 @@ def cw_linf(
         const[bad] *= 2.0
         active[bad[const[bad] > c_max]] = False
         active[ok[tau[ok] < floor]] = False
+    return best_x, best_linf
 
+
+def _finish(x, x32, best_x, best_linf, eps, clip_min, clip_max):
+    """`x_adv` in the dtype of `x`: the best point, clipped to the `eps`
+    box when given; `x` itself, bit for bit, where none was found."""
+    lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     found = tf.constant(np.isfinite(best_linf))
     x_adv = tf.clip_by_value(tf.constant(best_x), lo, hi)
     if eps is not None:
         e = primitives.as_scalar(eps)
         x_adv = tf.clip_by_value(x32 + tf.clip_by_value(x_adv - x32, -e, e),
                                  lo, hi)
-    out = tf.cast(x_adv, in_dtype)
+    out = tf.cast(x_adv, x.dtype)
     # Failures are x itself, bit for bit (not a float32 round trip).
     return tf.where(tf.reshape(found, [-1, 1, 1, 1]), out, x)
+
+
+@register_attack("cw_linf")
+def cw_linf(
+    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *,
+    targeted: bool = False, confidence: float = 0.0, c_init: float = 1e-3,
+    c_max: float = 20.0, tau_init: float = 1.0, tau_decay: float = 0.9,
+    steps: int = 50, learning_rate: float = 0.05, max_rounds: int = 200,
+    clip_min: float = 0.0, clip_max: float = 1.0, eps: float | None = None,
+    seed: int | None = None, jit_compile: bool = False,
+) -> tf.Tensor:
+    """Carlini-Wagner L-inf attack (arXiv 1608.04644, Sec. V.C).
+
+    A minimum-norm attack: per example, the smallest-L-inf adversarial
+    example found by the search over `tau` and `c` of the module docstring.
+
+    Args:
+        model: callable mapping `x` to logits `(batch, classes)`; a Keras
+            model is called with `training=False`. Logits, never
+            probabilities (the margin loss is defined on logits).
+        x: float `(batch, height, width, channels)` in `[clip_min,
+            clip_max]` (default `[0, 1]`). Not modified.
+        y: int `(batch,)`: true labels (untargeted) or target labels
+            (`targeted=True`). None uses the model's predictions
+            (untargeted only).
+        targeted: reach the label `y` instead of leaving it.
+        confidence: kappa >= 0, the logit margin by which the adversarial
+            class must win.
+        c_init: starting weight `c` > 0 of the margin loss (paper: 1e-5).
+        c_max: `c` is doubled after each failed solve while `c <= c_max`
+            (paper: 20); the example is finished once it exceeds it.
+        tau_init: the first hinge threshold `tau` > 0 (paper: 1).
+        tau_decay: factor in (0, 1) shrinking `tau` on success (paper: 0.9).
+        steps: maximum Adam iterations per solve, >= 1 (paper: 1000).
+        learning_rate: Adam step size in `w` (tanh) space, > 0 (paper: 5e-3).
+        max_rounds: upper bound >= 1 on the number of solves per example
+            (successes plus failures).
+        clip_min, clip_max: the valid box of pixel values.
+        eps: optional L-inf radius >= 0. If given, each returned
+            perturbation is clipped to `[-eps, eps]` at the end (for a fixed
+            threat model); a clipped example may no longer be adversarial.
+            None (default) returns the minimum-norm result.
+        seed: accepted for API uniformity; the attack is deterministic (it
+            starts at `x`) and ignores it.
+        jit_compile: compile the inner Adam loop with XLA.
+
+    Returns:
+        `x_adv` with the shape and dtype of `x`, inside the box. Where some
+        iterate was adversarial (margin >= `confidence`) it is the one of
+        smallest L-inf distance to `x`; elsewhere it is `x` itself,
+        unchanged bit for bit (so `x_adv == x` marks a failure).
+
+    Raises:
+        ValueError: `confidence < 0`, `c_init <= 0`, `c_max < c_init`,
+            `tau_init <= 0`, `tau_decay` outside (0, 1), `steps < 1` or not
+            an integer, `learning_rate <= 0`, `max_rounds < 1`, `eps < 0`,
+            `clip_min >= clip_max`, `targeted=True` with `y=None`, or `x`
+            not a rank-4 float tensor inside the box; the message names the
+            value.
+
+    Example:
+        >>> x_adv = cw_linf(model, x, y, steps=100)
+        >>> linf = tf.reduce_max(tf.abs(x_adv - x), axis=[1, 2, 3])
+    """
+    _check_args(confidence, c_init, c_max, tau_init, tau_decay, steps,
+                learning_rate, max_rounds)
+    x, x32, y, batch = primitives.prepare_min_norm(
+        model, x, y, eps=eps, clip_min=clip_min, clip_max=clip_max,
+        targeted=targeted)
+    del seed  # deterministic attack
+    if batch == 0:
+        return tf.identity(x)
+    best_x, best_linf = _search(
+        model, x32, y, batch, targeted=targeted, confidence=confidence,
+        c_init=c_init, c_max=c_max, tau_init=tau_init, tau_decay=tau_decay,
+        steps=steps, learning_rate=learning_rate, max_rounds=max_rounds,
+        clip_min=clip_min, clip_max=clip_max, jit_compile=jit_compile)
+    return _finish(x, x32, best_x, best_linf, eps, clip_min, clip_max)

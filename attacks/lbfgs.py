@@ -139,21 +139,70 @@ class _Chunk:
         return self._last_succ.copy()
 
 
+def _check_args(c_init, binary_search_steps, steps, batch_size):
+    """Raises ValueError for a bad scalar argument of `lbfgs`."""
+    primitives.check_number("c_init", c_init, positive=True)
+    primitives.check_int("binary_search_steps", binary_search_steps)
+    primitives.check_int("steps", steps)
+    if batch_size is not None:
+        primitives.check_int("batch_size", batch_size)
+
+
+def _line_search(model, x32, y, batch, *, targeted, c_init,
+                 binary_search_steps, steps, batch_size, clip_min, clip_max):
+    """The per-example search over `c` of the module docstring, one
+    L-BFGS-B run per chunk and value of `c`.
+
+    Returns:
+        best_x: float32 NumPy array, the successful point of smallest L2
+            (`x` where none);
+        best_l2: `(batch,)`, its squared L2 (`inf` where none).
+    """
+    x_np = x32.numpy()
+    y_np = y.numpy()
+    size = batch if batch_size is None else int(batch_size)
+    chunks = [
+        _Chunk(model, x_np[i:i + size], tf.constant(y_np[i:i + size]),
+               bool(targeted), float(clip_min), float(clip_max))
+        for i in range(0, batch, size)
+    ]
+    const = np.full(batch, float(c_init), np.float64)
+    lower = np.zeros(batch, np.float64)      # largest c that succeeded
+    upper = np.full(batch, np.inf, np.float64)  # smallest c that failed
+    for _ in range(int(binary_search_steps)):
+        succ = np.concatenate([
+            ch.run(const[i * size:i * size + ch.n], steps)
+            for i, ch in enumerate(chunks)])
+        lower = np.where(succ, np.maximum(lower, const), lower)
+        upper = np.where(succ, upper, np.minimum(upper, const))
+        const = np.where(
+            np.isfinite(upper) & (lower > 0), np.sqrt(lower * upper),
+            np.where(succ, const * 10.0, const / 10.0))
+    return (np.concatenate([ch.best_x for ch in chunks]),
+            np.concatenate([ch.best_l2 for ch in chunks]))
+
+
+def _finish(x, x32, best_x, best_l2, eps, clip_min, clip_max):
+    """`x_adv` in the dtype of `x`: the best point, projected onto the
+    `eps` ball when given; `x` itself, bit for bit, where none was found."""
+    found = tf.reshape(tf.constant(np.isfinite(best_l2)), [-1, 1, 1, 1])
+    x_adv = tf.constant(best_x)
+    if eps is not None:
+        delta = primitives.project(x_adv - x32, primitives.as_scalar(eps), "2")
+        x_adv = x32 + delta
+    out = tf.clip_by_value(tf.cast(x_adv, x.dtype),
+                           tf.cast(clip_min, x.dtype),
+                           tf.cast(clip_max, x.dtype))
+    # Failures are x itself, bit for bit (not a float32 round trip).
+    return tf.where(found, out, x)
+
+
 @register_attack("lbfgs")
 def lbfgs(
-    model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
-    *,
-    targeted: bool = False,
-    c_init: float = 1.0,
-    binary_search_steps: int = 8,
-    steps: int = 100,
-    batch_size: int | None = None,
-    clip_min: float = 0.0,
-    clip_max: float = 1.0,
-    eps: float | None = None,
-    seed: int | None = None,
+    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *,
+    targeted: bool = False, c_init: float = 1.0, binary_search_steps: int = 8,
+    steps: int = 100, batch_size: int | None = None, clip_min: float = 0.0,
+    clip_max: float = 1.0, eps: float | None = None, seed: int | None = None,
 ) -> tf.Tensor:
     """Box-constrained L-BFGS attack (Szegedy et al. 2014, arXiv 1312.6199,
     Sec. 4.1).
@@ -181,14 +230,12 @@ def lbfgs(
             (x10 or /10 each), not correctness.
         binary_search_steps: values of `c` tried per example, >= 1 (x10 /
             /10 until bracketed, then geometric bisection).
-        steps: L-BFGS-B iterations per value of `c` (SciPy's
-            `maxiter`), >= 1; function evaluations are capped at
-            `3 * steps + 10`.
+        steps: L-BFGS-B iterations per value of `c` (SciPy's `maxiter`),
+            >= 1; function evaluations are capped at `3 * steps + 10`.
         batch_size: examples solved together as one flattened L-BFGS-B
             problem (see the module docstring), >= 1; None (default) solves
             the whole batch at once; 1 solves each example on its own.
-        clip_min, clip_max: the valid box of pixel values (the L-BFGS-B
-            bounds).
+        clip_min, clip_max: the valid box of pixel values (L-BFGS-B bounds).
         eps: optional L2 radius >= 0. If given, each returned perturbation
             is projected onto the L2 ball of radius `eps` at the end (a
             projected example may no longer be adversarial). None (default)
@@ -213,47 +260,15 @@ def lbfgs(
         >>> x_adv = lbfgs(model, x, target, targeted=True,
         ...               binary_search_steps=8, steps=100)
     """
-    primitives.check_number("c_init", c_init, positive=True)
-    primitives.check_int("binary_search_steps", binary_search_steps)
-    primitives.check_int("steps", steps)
-    if batch_size is not None:
-        primitives.check_int("batch_size", batch_size)
-    x, x32, y, batch = primitives.prepare_min_norm(model, x, y, eps=eps, clip_min=clip_min,
-                                clip_max=clip_max, targeted=targeted)
+    _check_args(c_init, binary_search_steps, steps, batch_size)
+    x, x32, y, batch = primitives.prepare_min_norm(
+        model, x, y, eps=eps, clip_min=clip_min, clip_max=clip_max,
+        targeted=targeted)
     del seed  # deterministic attack
-    in_dtype = x.dtype
     if batch == 0:
         return tf.identity(x)
-
-    x_np = x32.numpy()
-    y_np = y.numpy()
-    size = batch if batch_size is None else int(batch_size)
-    chunks = [
-        _Chunk(model, x_np[i:i + size], tf.constant(y_np[i:i + size]),
-               bool(targeted), float(clip_min), float(clip_max))
-        for i in range(0, batch, size)
-    ]
-    const = np.full(batch, float(c_init), np.float64)
-    lower = np.zeros(batch, np.float64)      # largest c that succeeded
-    upper = np.full(batch, np.inf, np.float64)  # smallest c that failed
-    for _ in range(int(binary_search_steps)):
-        succ = np.concatenate([
-            ch.run(const[i * size:i * size + ch.n], steps)
-            for i, ch in enumerate(chunks)])
-        lower = np.where(succ, np.maximum(lower, const), lower)
-        upper = np.where(succ, upper, np.minimum(upper, const))
-        const = np.where(
-            np.isfinite(upper) & (lower > 0), np.sqrt(lower * upper),
-            np.where(succ, const * 10.0, const / 10.0))
-
-    best_l2 = np.concatenate([ch.best_l2 for ch in chunks])
-    found = tf.reshape(tf.constant(np.isfinite(best_l2)), [-1, 1, 1, 1])
-    x_adv = tf.constant(np.concatenate([ch.best_x for ch in chunks]))
-    if eps is not None:
-        delta = primitives.project(x_adv - x32, primitives.as_scalar(eps), "2")
-        x_adv = x32 + delta
-    out = tf.clip_by_value(tf.cast(x_adv, in_dtype),
-                           tf.cast(clip_min, in_dtype),
-                           tf.cast(clip_max, in_dtype))
-    # Failures are x itself, bit for bit (not a float32 round trip).
-    return tf.where(found, out, x)
+    best_x, best_l2 = _line_search(
+        model, x32, y, batch, targeted=targeted, c_init=c_init,
+        binary_search_steps=binary_search_steps, steps=steps,
+        batch_size=batch_size, clip_min=clip_min, clip_max=clip_max)
+    return _finish(x, x32, best_x, best_l2, eps, clip_min, clip_max)

@@ -106,22 +106,182 @@ def _distinct_others(rng, shape, popsize):
     return np.stack(picked[1:], -1)
 
 
+def _validate(x, y, *, pixels, popsize, steps, mutation, early_stop,
+              batch_size, clip_min, clip_max, targeted):
+    """Raises ValueError for a bad argument of `one_pixel`; returns `x` as a
+    tensor."""
+    primitives.check_int("pixels", pixels)
+    if isinstance(popsize, bool) or not isinstance(
+            popsize, (int, np.integer)) or popsize < 4:
+        raise ValueError(f"popsize must be an integer >= 4; got {popsize!r}")
+    primitives.check_int("steps", steps)
+    primitives.check_number("mutation", mutation, positive=True)
+    if mutation > 2:
+        raise ValueError(f"mutation must be in (0, 2]; got {mutation!r}")
+    if early_stop not in EARLY_STOPS:
+        raise ValueError(
+            f"early_stop must be one of {EARLY_STOPS}; got {early_stop!r}")
+    primitives.check_int("batch_size", batch_size)
+    primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    x = tf.convert_to_tensor(x)
+    _, height, width, _ = (int(d) for d in x.shape)
+    if pixels > height * width:
+        raise ValueError(
+            f"pixels must be at most height * width = {height * width}; "
+            f"got {pixels!r}")
+    return x
+
+
+def _fitness(model, x32, y_np, sign, batch_size, pop, images):
+    """Fitness and prediction of `pop[images]`, each `(len(images),
+    popsize)`, evaluated in chunks of `batch_size` candidates."""
+    popsize = pop.shape[1]
+    flat = pop[images].reshape((-1,) + pop.shape[2:])
+    idx = np.repeat(images, popsize).astype(np.int32)
+    rows = np.floor(flat[:, :, 0]).astype(np.int32)
+    cols = np.floor(flat[:, :, 1]).astype(np.int32)
+    vals = flat[:, :, 2:].astype(np.float32)
+    fit, pred = [], []
+    for s in range(0, len(idx), batch_size):
+        sl = slice(s, s + batch_size)
+        logp, p = _EVALUATE(model, x32, tf.constant(idx[sl]),
+                            tf.constant(rows[sl]), tf.constant(cols[sl]),
+                            tf.constant(vals[sl]),
+                            tf.constant(y_np[idx[sl]]))
+        fit.append(sign * logp.numpy())
+        pred.append(p.numpy())
+    shape = (len(images), popsize)
+    return (np.concatenate(fit).reshape(shape),
+            np.concatenate(pred).reshape(shape))
+
+
+def _finished(fit, pred_pop, y_np, images, early_stop, targeted):
+    """Whether the best member of each of `images` meets the early-stop
+    criterion."""
+    if early_stop == "none":
+        return np.zeros(len(images), bool)
+    best = np.argmin(fit[images], axis=1)
+    if early_stop == "success":
+        label = pred_pop[images, best]
+        hit = label == y_np[images]
+        return hit if targeted else ~hit
+    logp = (-1.0 if targeted else 1.0) * fit[images, best]
+    if targeted:
+        return logp > np.log(_TARGET_PROB)
+    return logp < np.log(_TRUE_PROB)
+
+
+def _unperturbed(model, x32, y_np, sign, batch_size, targeted):
+    """Fitness `(n,)` of the unperturbed images, and which of them are to be
+    attacked (those that do not already succeed)."""
+    n = int(x32.shape[0])
+    logits = tf.concat([primitives.call_model(model, x32[s:s + batch_size])
+                        for s in range(0, n, batch_size)], 0)
+    fit_x = sign * _label_log_prob(logits, tf.constant(y_np)).numpy()
+    pred_x = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy()
+    active = (pred_x != y_np) if targeted else (pred_x == y_np)
+    return fit_x, active
+
+
+def _draw_coords(rng, size, span):
+    """Rows and columns `size + (2,)`, uniform over the image."""
+    return rng.uniform(0.0, 1.0, size=size + (2,)) * span
+
+
+def _mutate(rng, pop, mutation, span, lo, hi):
+    """DE/rand/1 children of every member of `pop`, drawn for every image
+    (simple indexing); out-of-range coordinates are redrawn, values clipped
+    to the box."""
+    n, popsize = pop.shape[:2]
+    r = _distinct_others(rng, (n,), popsize)
+    parents = [np.take_along_axis(pop, r[:, :, k, None, None], axis=1)
+               for k in range(3)]
+    child = parents[0] + mutation * (parents[1] - parents[2])
+    coords = child[..., :2]  # a view: redraw out-of-range coordinates
+    bad = (coords < 0) | (coords >= span)
+    coords[bad] = _draw_coords(rng, pop.shape[:3], span)[bad]
+    child[..., 2:] = np.clip(child[..., 2:], lo, hi)
+    return child
+
+
+def _evolve(model, x, y, *, pixels, targeted, popsize, steps, mutation,
+            early_stop, batch_size, clip_min, clip_max, seed):
+    """The DE search for all images at once (module docstring).
+
+    Returns:
+        pop: the final population `(n, popsize, pixels, 2 + channels)`;
+        fit: its fitness `(n, popsize)`, to minimise (`inf` for images that
+            were not attacked);
+        fit_x: the fitness `(n,)` of the unperturbed images.
+    """
+    x32 = tf.cast(x, tf.float32)
+    if y is None:
+        y = primitives.default_labels(model, x32)
+    y_np = tf.cast(y, tf.int32).numpy()
+    # Fitness to minimise: log p_y (untargeted) or -log p_t (targeted).
+    sign = -1.0 if targeted else 1.0
+    # The unperturbed images: already-successful ones are left alone.
+    fit_x, active = _unperturbed(model, x32, y_np, sign, batch_size, targeted)
+
+    rng = np.random.default_rng(seed)
+    lo, hi = float(clip_min), float(clip_max)
+    n, height, width, channels = (int(d) for d in x.shape)
+    span = np.array([height, width], np.float64)
+    shape = (n, popsize, pixels)
+    pop = np.concatenate([
+        _draw_coords(rng, shape, span),
+        np.clip(rng.normal((lo + hi) / 2, _INIT_STD * (hi - lo),
+                           size=shape + (channels,)), lo, hi)], axis=-1)
+    fit = np.full((n, popsize), np.inf)
+    pred_pop = np.zeros((n, popsize), np.int32)
+    images = np.flatnonzero(active)
+    if len(images):
+        fit[images], pred_pop[images] = _fitness(model, x32, y_np, sign,
+                                                 batch_size, pop, images)
+        active[images] = ~_finished(fit, pred_pop, y_np, images, early_stop,
+                                    targeted)
+
+    for _ in range(int(steps)):
+        if not active.any():
+            break
+        # Only the active images are evaluated and updated.
+        child = _mutate(rng, pop, mutation, span, lo, hi)
+        images = np.flatnonzero(active)
+        fit_child, pred_child = _fitness(model, x32, y_np, sign, batch_size,
+                                         child, images)
+        keep = fit_child <= fit[images]  # (active images, popsize)
+        sub = pop[images]
+        sub[keep] = child[images][keep]
+        pop[images] = sub
+        fit[images] = np.where(keep, fit_child, fit[images])
+        pred_pop[images] = np.where(keep, pred_child, pred_pop[images])
+        active[images] = ~_finished(fit, pred_pop, y_np, images, early_stop,
+                                    targeted)
+    return pop, fit, fit_x
+
+
+def _assemble(x, pop, fit, fit_x, clip_min, clip_max):
+    """`x` with the best member per image applied where it beats `x`, in the
+    dtype of `x`."""
+    n = pop.shape[0]
+    best = pop[np.arange(n), np.argmin(fit, axis=1)]
+    improve = fit.min(axis=1) < fit_x
+    out = x.numpy().copy()
+    for i in np.flatnonzero(improve):
+        for row, col, *vals in best[i]:
+            # The float32 values the model saw, kept inside the box.
+            out[i, int(row), int(col), :] = np.clip(
+                np.asarray(vals, np.float32).astype(out.dtype),
+                clip_min, clip_max)
+    return tf.convert_to_tensor(out, dtype=x.dtype)
+
+
 @register_attack("one_pixel")
 def one_pixel(
-    model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
-    *,
-    pixels: int = 1,
-    targeted: bool = False,
-    popsize: int = 400,
-    steps: int = 100,
-    mutation: float = 0.5,
-    early_stop: str = "paper",
-    batch_size: int = 1024,
-    clip_min: float = 0.0,
-    clip_max: float = 1.0,
-    seed: int | None = None,
+    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *, pixels: int = 1,
+    targeted: bool = False, popsize: int = 400, steps: int = 100,
+    mutation: float = 0.5, early_stop: str = "paper", batch_size: int = 1024,
+    clip_min: float = 0.0, clip_max: float = 1.0, seed: int | None = None,
 ) -> tf.Tensor:
     """One-pixel attack by differential evolution (Su et al. 2019, arXiv
     1710.08864, Sec. 3).
@@ -179,129 +339,16 @@ def one_pixel(
     Example:
         >>> x_adv = one_pixel(model, x, y, pixels=1, popsize=400, steps=100)
     """
-    primitives.check_int("pixels", pixels)
-    if isinstance(popsize, bool) or not isinstance(
-            popsize, (int, np.integer)) or popsize < 4:
-        raise ValueError(f"popsize must be an integer >= 4; got {popsize!r}")
-    primitives.check_int("steps", steps)
-    primitives.check_number("mutation", mutation, positive=True)
-    if mutation > 2:
-        raise ValueError(f"mutation must be in (0, 2]; got {mutation!r}")
-    if early_stop not in EARLY_STOPS:
-        raise ValueError(
-            f"early_stop must be one of {EARLY_STOPS}; got {early_stop!r}")
-    primitives.check_int("batch_size", batch_size)
-    primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
-    n, height, width, channels = (int(d) for d in x.shape)
-    if pixels > height * width:
-        raise ValueError(
-            f"pixels must be at most height * width = {height * width}; "
-            f"got {pixels!r}")
-    if n == 0:
+    x = _validate(x, y, pixels=pixels, popsize=popsize, steps=steps,
+                  mutation=mutation, early_stop=early_stop,
+                  batch_size=batch_size, clip_min=clip_min,
+                  clip_max=clip_max, targeted=targeted)
+    if x.shape[0] == 0:
         return tf.identity(x)
-
-    in_dtype = x.dtype
-    x32 = tf.cast(x, tf.float32)
-    if y is None:
-        y = primitives.default_labels(model, x32)
-    y_np = tf.cast(y, tf.int32).numpy()
-    # Fitness to minimise: log p_y (untargeted) or -log p_t (targeted).
-    sign = -1.0 if targeted else 1.0
-
-    def evaluate(pop, images):
-        """Fitness and prediction of `pop[images]`, flattened per
-        (image, member), in chunks of `batch_size` candidates."""
-        flat = pop[images].reshape(-1, pixels, 2 + channels)
-        idx = np.repeat(images, popsize).astype(np.int32)
-        rows = np.floor(flat[:, :, 0]).astype(np.int32)
-        cols = np.floor(flat[:, :, 1]).astype(np.int32)
-        vals = flat[:, :, 2:].astype(np.float32)
-        fit, pred = [], []
-        for s in range(0, len(idx), batch_size):
-            sl = slice(s, s + batch_size)
-            logp, p = _EVALUATE(model, x32, tf.constant(idx[sl]),
-                                tf.constant(rows[sl]), tf.constant(cols[sl]),
-                                tf.constant(vals[sl]),
-                                tf.constant(y_np[idx[sl]]))
-            fit.append(sign * logp.numpy())
-            pred.append(p.numpy())
-        shape = (len(images), popsize)
-        return (np.concatenate(fit).reshape(shape),
-                np.concatenate(pred).reshape(shape))
-
-    def finished(images):
-        """Whether the best member of each of `images` meets the
-        early-stop criterion."""
-        if early_stop == "none":
-            return np.zeros(len(images), bool)
-        best = np.argmin(fit[images], axis=1)
-        if early_stop == "success":
-            label = pred_pop[images, best]
-            hit = label == y_np[images]
-            return hit if targeted else ~hit
-        logp = sign * fit[images, best]
-        if targeted:
-            return logp > np.log(_TARGET_PROB)
-        return logp < np.log(_TRUE_PROB)
-
-    # The unperturbed images: already-successful ones are left alone.
-    logits = tf.concat([primitives.call_model(model, x32[s:s + batch_size])
-                        for s in range(0, n, batch_size)], 0)
-    fit_x = sign * _label_log_prob(logits, tf.constant(y_np)).numpy()
-    pred_x = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy()
-    active = (pred_x != y_np) if targeted else (pred_x == y_np)
-
-    rng = np.random.default_rng(seed)
-    lo, hi = float(clip_min), float(clip_max)
-    span = np.array([height, width], np.float64)
-    shape = (n, popsize, pixels)
-
-    def draw_coords(size):
-        return rng.uniform(0.0, 1.0, size=size + (2,)) * span
-
-    pop = np.concatenate([
-        draw_coords(shape),
-        np.clip(rng.normal((lo + hi) / 2, _INIT_STD * (hi - lo),
-                           size=shape + (channels,)), lo, hi)], axis=-1)
-    fit = np.full((n, popsize), np.inf)
-    pred_pop = np.zeros((n, popsize), np.int32)
-    images = np.flatnonzero(active)
-    if len(images):
-        fit[images], pred_pop[images] = evaluate(pop, images)
-        active[images] = ~finished(images)
-
-    for _ in range(int(steps)):
-        if not active.any():
-            break
-        # DE/rand/1, drawn for every image (simple indexing); only the
-        # active images are evaluated and updated.
-        r = _distinct_others(rng, (n,), popsize)
-        parents = [np.take_along_axis(pop, r[:, :, k, None, None], axis=1)
-                   for k in range(3)]
-        child = parents[0] + mutation * (parents[1] - parents[2])
-        coords = child[..., :2]  # a view: redraw out-of-range coordinates
-        bad = (coords < 0) | (coords >= span)
-        coords[bad] = draw_coords(shape)[bad]
-        child[..., 2:] = np.clip(child[..., 2:], lo, hi)
-        images = np.flatnonzero(active)
-        fit_child, pred_child = evaluate(child, images)
-        keep = fit_child <= fit[images]  # (active images, popsize)
-        sub = pop[images]
-        sub[keep] = child[images][keep]
-        pop[images] = sub
-        fit[images] = np.where(keep, fit_child, fit[images])
-        pred_pop[images] = np.where(keep, pred_child, pred_pop[images])
-        active[images] = ~finished(images)
-
+    pop, fit, fit_x = _evolve(
+        model, x, y, pixels=pixels, targeted=targeted, popsize=popsize,
+        steps=steps, mutation=mutation, early_stop=early_stop,
+        batch_size=batch_size, clip_min=clip_min, clip_max=clip_max,
+        seed=seed)
     # The best member per image, applied only where it beats x.
-    best = pop[np.arange(n), np.argmin(fit, axis=1)]
-    improve = fit.min(axis=1) < fit_x
-    out = x.numpy().copy()
-    for i in np.flatnonzero(improve):
-        for row, col, *vals in best[i]:
-            # The float32 values the model saw, kept inside the box.
-            out[i, int(row), int(col), :] = np.clip(
-                np.asarray(vals, np.float32).astype(out.dtype),
-                clip_min, clip_max)
-    return tf.convert_to_tensor(out, dtype=in_dtype)
+    return _assemble(x, pop, fit, fit_x, clip_min, clip_max)

@@ -220,25 +220,34 @@ def spsa_gradient(
                      -1.0 if targeted else 1.0, loss)
 
 
+def _run(model, x32, y, *, eps, steps, step_size, delta, samples, norm,
+         targeted, loss, rand_init, clip_min, clip_max, seed, early_stop,
+         max_batch):
+    """Alg. 1 from `x32` or a random start in the ball: `_LOOP` on tensor
+    arguments; returns the best iterate per example, float32."""
+    eps_t = primitives.as_scalar(eps)
+    x_start = x32
+    if rand_init:
+        x_start = primitives.random_in_ball(x32, eps_t, norm,
+                                            primitives.seed_pair(seed, 0))
+    best = _LOOP(model, x32, y, x_start, eps_t,
+                 primitives.as_scalar(step_size), primitives.as_scalar(delta),
+                 tf.constant(samples // 2, tf.int32),
+                 tf.constant(int(max_batch), tf.int32),
+                 tf.constant(int(steps), tf.int32), _seed_tensor(seed),
+                 primitives.as_scalar(clip_min),
+                 primitives.as_scalar(clip_max), norm, bool(targeted), loss,
+                 bool(early_stop))
+    return best[0]
+
+
 @register_attack("spsa")
 def spsa(
-    model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
-    *,
-    eps: float,
-    steps: int = 100,
-    step_size: float = 0.01,
-    delta: float = 0.01,
-    samples: int = 128,
-    norm: str = "inf",
-    targeted: bool = False,
-    loss: str = "cw",
-    rand_init: bool = False,
-    clip_min: float = 0.0,
-    clip_max: float = 1.0,
-    seed: int | None = None,
-    early_stop: bool = True,
+    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *, eps: float,
+    steps: int = 100, step_size: float = 0.01, delta: float = 0.01,
+    samples: int = 128, norm: str = "inf", targeted: bool = False,
+    loss: str = "cw", rand_init: bool = False, clip_min: float = 0.0,
+    clip_max: float = 1.0, seed: int | None = None, early_stop: bool = True,
     max_batch: int = 4096,
 ) -> tf.Tensor:
     """SPSA attack (Uesato et al. 2018, arXiv 1802.05666, Alg. 1).
@@ -290,24 +299,17 @@ def spsa(
         >>> x_adv = spsa(model, x, y, eps=0.1, steps=100, seed=0)
     """
     primitives.validate(eps=eps, norm=norm, steps=steps, step_size=step_size,
-                   loss=loss, clip_min=clip_min, clip_max=clip_max)
+                        loss=loss, clip_min=clip_min, clip_max=clip_max)
     _check(samples, delta, max_batch)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
     x = tf.convert_to_tensor(x)
-    in_dtype = x.dtype
     if eps == 0:
         return tf.clip_by_value(x, clip_min, clip_max)
     x32 = tf.cast(x, tf.float32)
     y = _labels(model, x32, y)
-    eps_t = primitives.as_scalar(eps)
-    x_start = x32
-    if rand_init:
-        x_start = primitives.random_in_ball(x32, eps_t, norm,
-                                       primitives.seed_pair(seed, 0))
-    best = _LOOP(model, x32, y, x_start, eps_t, primitives.as_scalar(step_size),
-                 primitives.as_scalar(delta), tf.constant(samples // 2, tf.int32),
-                 tf.constant(int(max_batch), tf.int32),
-                 tf.constant(int(steps), tf.int32), _seed_tensor(seed),
-                 primitives.as_scalar(clip_min), primitives.as_scalar(clip_max), norm,
-                 bool(targeted), loss, bool(early_stop))
-    return tf.cast(best[0], in_dtype)
+    best = _run(model, x32, y, eps=eps, steps=steps, step_size=step_size,
+                delta=delta, samples=samples, norm=norm, targeted=targeted,
+                loss=loss, rand_init=rand_init, clip_min=clip_min,
+                clip_max=clip_max, seed=seed, early_stop=early_stop,
+                max_batch=max_batch)
+    return tf.cast(best, x.dtype)
