@@ -232,15 +232,7 @@ def _apgd(model, x, y, *, eps, steps, norm, targeted, restarts, rho,
                                        primitives.seed_pair(seed, r))
         run = loop(model, x32, y, y_true, x_start, eps_t, thr, steps_t, lo,
                    hi, norm, bool(targeted), loss)
-        if best is None:
-            best = run
-        else:
-            worse = primitives.better(run[2], run[1], best[2], best[1])
-            best = (
-                primitives.select(worse, run[0], best[0]),
-                tf.where(worse, run[1], best[1]),
-                tf.where(worse, run[2], best[2]),
-            )
+        best = primitives.keep_worst(best, run)
     return tf.cast(best[0], in_dtype)
 
 

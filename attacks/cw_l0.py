@@ -155,11 +155,7 @@ def _check_args(confidence, c_init, c_max, steps, learning_rate,
                 prune_fraction, max_rounds):
     """Raises ValueError for a bad scalar argument of `cw_l0`."""
     primitives.check_number("confidence", confidence, positive=False)
-    primitives.check_number("c_init", c_init, positive=True)
-    primitives.check_number("c_max", c_max, positive=True)
-    if c_max < c_init:
-        raise ValueError(f"c_max must be >= c_init; got c_max={c_max!r}, "
-                         f"c_init={c_init!r}")
+    primitives.check_c_range(c_init, c_max)
     primitives.check_int("steps", steps)
     primitives.check_number("learning_rate", learning_rate, positive=True)
     primitives.check_number("prune_fraction", prune_fraction, positive=True)

@@ -173,11 +173,7 @@ def _check_args(confidence, c_init, c_max, tau_init, tau_decay, steps,
                 learning_rate, max_rounds):
     """Raises ValueError for a bad scalar argument of `cw_linf`."""
     primitives.check_number("confidence", confidence, positive=False)
-    primitives.check_number("c_init", c_init, positive=True)
-    primitives.check_number("c_max", c_max, positive=True)
-    if c_max < c_init:
-        raise ValueError(f"c_max must be >= c_init; got c_max={c_max!r}, "
-                         f"c_init={c_init!r}")
+    primitives.check_c_range(c_init, c_max)
     primitives.check_number("tau_init", tau_init, positive=True)
     primitives.check_number("tau_decay", tau_decay, positive=True)
     if not tau_decay < 1:

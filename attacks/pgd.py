@@ -94,15 +94,7 @@ def _restarts(model, x, y, *, eps, step_size, steps, norm, targeted,
             x_start = primitives.random_in_ball(x32, eps_t, norm, seed_r)
         run = loop(model, x32, y, x_start, eps_t, step_t, steps_t, lo, hi,
                    norm, bool(targeted), loss)
-        if best is None:
-            best = run
-        else:
-            worse = primitives.better(run[2], run[1], best[2], best[1])
-            best = (
-                primitives.select(worse, run[0], best[0]),
-                tf.where(worse, run[1], best[1]),
-                tf.where(worse, run[2], best[2]),
-            )
+        best = primitives.keep_worst(best, run)
     return best[0]
 
 

@@ -221,6 +221,19 @@ def select(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.reshape(mask, shape), a, b)
 
 
+def keep_worst(best: tuple | None, run: tuple) -> tuple:
+    """Per example, the worse of two attack runs for the model (`better`):
+    each run is `(x_adv, loss, success)` with x_adv `(batch, ...)`, loss
+    float32 `(batch,)` (larger is better for the attacker) and success
+    bool `(batch,)`; `best=None` (no run yet) returns `run`. This is how
+    restarts keep the worst case (Madry et al. 2018, Sec. 3)."""
+    if best is None:
+        return run
+    worse = better(run[2], run[1], best[2], best[1])
+    return (select(worse, run[0], best[0]), tf.where(worse, run[1], best[1]),
+            tf.where(worse, run[2], best[2]))
+
+
 def seed_pair(seed: int | None, restart: int) -> tuple[int, int] | None:
     """Stateless seed for restart number `restart`, or None."""
     return None if seed is None else (int(seed), int(restart))
@@ -242,6 +255,17 @@ def check_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
             or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+
+
+def check_c_range(c_init: Any, c_max: Any) -> None:
+    """Raises ValueError unless `0 < c_init <= c_max` (finite numbers): the
+    range of the C&W trade-off constant c that the L-inf and L0 attacks
+    double within."""
+    check_number("c_init", c_init, positive=True)
+    check_number("c_max", c_max, positive=True)
+    if c_max < c_init:
+        raise ValueError(f"c_max must be >= c_init; got c_max={c_max!r}, "
+                         f"c_init={c_init!r}")
 
 
 def check_number(name: str, value: Any, *, positive: bool) -> None:

@@ -28,7 +28,7 @@ DETERMINISTIC = ("--recipe.attack.rand_init=False",
 # here (the ImageNet ResNet-152 / ResNeXt-101): each runs its `:smoke`
 # through train.py in the test named.
 OWN_TEST = {
-    "ensemble_at_cnn_fmnist": "tests/test_ensemble_at.py",
+    "ensemble_at_cnn_fmnist": "tests/training/test_ensemble_at.py",
     "denoise_resnet152": "tests/recipes/test_imagenet_recipes.py",
     "resnet152_baseline": "tests/recipes/test_imagenet_recipes.py",
     "denoise_all_resnext101": "tests/recipes/test_imagenet_recipes.py",

@@ -150,6 +150,13 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
         if self._attack_fn is None or self.alpha == 1.0:
             return data
         x_adv = tf.stop_gradient(self.craft(x, y)[0])
+        return self.mix_batch(x, x_adv, y, sample_weight)
+
+    def mix_batch(self, x, x_adv, y, sample_weight=None):
+        """The `(x, y, sample_weight)` a step trains on (Goodfellow et al.
+        2015, Eq. 6): `x_adv` alone when `alpha = 0`, else `[x; x_adv]`
+        along the batch axis with weights `2 alpha` and `2 (1 - alpha)`
+        (times `sample_weight`; None counts as ones)."""
         if self.alpha == 0.0:
             return keras.utils.pack_x_y_sample_weight(x_adv, y, sample_weight)
         if sample_weight is None:

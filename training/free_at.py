@@ -135,10 +135,14 @@ class FreeAdversarialTrainer(AdversarialTrainer):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = tf.cast(x, tf.float32)
         batch = tf.shape(x)[0]
-        tf.debugging.assert_less_equal(
+        check = tf.debugging.assert_less_equal(
             batch, tf.shape(self.delta)[0],
             message="FreeAdversarialTrainer: the batch is larger than the "
                     "per-replica batch its delta was built for")
+        # In a graph the shape ops below need not wait for the assert: make
+        # them, so that a too-large batch always fails with its message.
+        with tf.control_dependencies([check] if check is not None else []):
+            batch = tf.identity(batch)
         weights = self.trainable_weights
         for replay in range(self.replays):  # Algorithm 1, inner loop
             delta = tf.convert_to_tensor(self.delta)[:batch]

@@ -80,13 +80,7 @@ class ThermometerTrainer(AdversarialTrainer):
         LS-PGA image along the batch axis (only the latter if alpha = 0)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x_adv = tf.stop_gradient(self._ls_pga(self.net, x, y))
-        if self.alpha == 0.0:
-            return keras.utils.pack_x_y_sample_weight(x_adv, y, sample_weight)
-        if sample_weight is None:
-            sample_weight = tf.ones(tf.shape(y)[:1], tf.float32)
-        weights = tf.concat([2.0 * self.alpha * sample_weight,
-                             2.0 * (1.0 - self.alpha) * sample_weight], 0)
-        return tf.concat([x, x_adv], 0), tf.concat([y, y], 0), weights
+        return self.mix_batch(x, x_adv, y, sample_weight)
 
     def train_step(self, data):
         # The parent step (attack=None) leaves the batch as given.
