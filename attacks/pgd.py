@@ -10,12 +10,13 @@ same iteration started at `x` itself (`rand_init=False`).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 
 
 def _evaluate(model, x_adv, y, sign, loss):
@@ -29,48 +30,52 @@ def _keep(best, x_adv, logits, obj, y, targeted, force, allow=True):
     the model (or where `force`), but only where `allow`."""
     best_x, best_obj, best_succ = best
     succ = primitives.success(logits, y, targeted)
-    take = tf.logical_or(force, primitives.better(succ, obj, best_succ, best_obj))
-    take = tf.logical_and(take, allow)
+    take = ops.logical_or(force,
+                          primitives.better(succ, obj, best_succ, best_obj))
+    take = ops.logical_and(take, allow)
     return (
         primitives.select(take, x_adv, best_x),
-        tf.where(take, obj, best_obj),
-        tf.where(take, succ, best_succ),
+        ops.where(take, obj, best_obj),
+        ops.where(take, succ, best_succ),
     )
 
 
 def _pgd_loop(model, x, y, x_start, eps, step_size, steps, clip_min,
-              clip_max, norm, targeted, loss):
-    """Runs `steps` projected steps; returns the best post-step iterate per
+              clip_max, *, norm, targeted, loss):
+    """Runs `steps` projected steps (one `keras.ops.fori_loop`, so any
+    number of steps compiles once); returns the best post-step iterate per
     example `(x_best, attacker_objective, success)`."""
     sign = -1.0 if targeted else 1.0
-    x_adv = tf.clip_by_value(x_start, clip_min, clip_max)
-    batch = tf.shape(x)[0]
-    best = (x_adv, tf.fill([batch], -float("inf")), tf.zeros([batch], tf.bool))
-    for i in tf.range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(x_adv)
-            logits, obj = _evaluate(model, x_adv, y, sign, loss)
-            total = tf.reduce_sum(obj)
-        grad = tape.gradient(total, x_adv)
-        if grad is None:  # known while tracing: a clear error, not a crash
-            raise ValueError(
-                "the model's logits have no gradient with respect to x (a "
-                "non-differentiable layer such as ThermometerEncoding or "
-                "BitDepthReduction?); attack it through attacks.bpda.bpda")
+    batch = ops.shape(x)[0]
+
+    def objective(x_adv):
+        logits, obj = _evaluate(model, x_adv, y, sign, loss)
+        return ops.sum(obj), (logits, obj)
+
+    def body(i, carry):
+        x_adv, best = carry[0], carry[1:]
+        _, (logits, obj), grad = backends.value_and_grad(objective, x_adv)
         # x_adv here is iterate i; i == 0 is the start, which never counts.
-        force = tf.fill([batch], tf.equal(i, 1))
+        force = ops.broadcast_to(ops.equal(i, 1), (batch,))
         best = _keep(best, x_adv, logits, obj, y, targeted, force, i > 0)
         delta = x_adv + step_size * primitives.steepest_step(grad, norm) - x
-        x_adv = tf.clip_by_value(
-            x + primitives.project(delta, eps, norm), clip_min, clip_max
-        )
+        x_adv = ops.clip(x + primitives.project(delta, eps, norm), clip_min,
+                         clip_max)
+        return (x_adv, *best)
+
+    x_adv = ops.clip(x_start, clip_min, clip_max)
+    init = (x_adv, x_adv, ops.full((batch,), -float("inf")),
+            ops.zeros((batch,), "bool"))
+    x_adv, *best = ops.fori_loop(0, steps, body, init)
     logits, obj = _evaluate(model, x_adv, y, sign, loss)
-    force = tf.fill([batch], tf.equal(steps, 1))
-    return _keep(best, x_adv, logits, obj, y, targeted, force)
+    force = ops.broadcast_to(ops.equal(steps, 1), (batch,))
+    return _keep(tuple(best), x_adv, logits, obj, y, targeted, force)
 
 
-_LOOP = tf.function(_pgd_loop, reduce_retracing=True)
-_LOOP_XLA = tf.function(_pgd_loop, reduce_retracing=True, jit_compile=True)
+_STATIC = ("norm", "targeted", "loss")
+_LOOP = backends.compile_fn(_pgd_loop, static_argnames=_STATIC)
+_LOOP_XLA = backends.compile_fn(_pgd_loop, jit_compile=True,
+                                static_argnames=_STATIC)
 
 
 def _restarts(model, x, y, *, eps, step_size, steps, norm, targeted,
@@ -78,13 +83,13 @@ def _restarts(model, x, y, *, eps, step_size, steps, norm, targeted,
               jit_compile):
     """Runs the loop once per restart and keeps, per example, the worst case
     for the model; returns that float32 `x_adv`."""
-    x32 = tf.cast(x, tf.float32)
+    x32 = ops.cast(x, "float32")
     if y is None:
         y = primitives.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
+    y = ops.cast(y, "int32")
     eps_t, step_t = primitives.as_scalar(eps), primitives.as_scalar(step_size)
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
-    steps_t = tf.constant(int(steps), tf.int32)
+    steps_t = ops.convert_to_tensor(int(steps), "int32")
     loop = _LOOP_XLA if jit_compile else _LOOP
     best = None
     for r in range(int(restarts)):
@@ -93,7 +98,7 @@ def _restarts(model, x, y, *, eps, step_size, steps, norm, targeted,
             seed_r = primitives.seed_pair(seed, r)
             x_start = primitives.random_in_ball(x32, eps_t, norm, seed_r)
         run = loop(model, x32, y, x_start, eps_t, step_t, steps_t, lo, hi,
-                   norm, bool(targeted), loss)
+                   norm=norm, targeted=bool(targeted), loss=loss)
         best = primitives.keep_worst(best, run)
     return best[0]
 
@@ -101,8 +106,8 @@ def _restarts(model, x, y, *, eps, step_size, steps, norm, targeted,
 @register_attack("pgd")
 def pgd(
     model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
+    x: Any,
+    y: Any | None,
     *,
     eps: float,
     step_size: float,
@@ -116,7 +121,7 @@ def pgd(
     clip_max: float = 1.0,
     seed: int | None = None,
     jit_compile: bool = False,
-) -> tf.Tensor:
+) -> Any:
     """PGD attack (Madry et al. 2018, arXiv 1706.06083, Eq. 2).
 
     Args:
@@ -141,8 +146,10 @@ def pgd(
             (Madry et al. 2018, Sec. 3; "use_best").
         loss: "ce" (cross-entropy) or "cw" (Carlini-Wagner margin).
         clip_min, clip_max: the valid box of pixel values.
-        seed: int for reproducible random starts; None draws from the
-            global generator.
+        seed: int for reproducible random starts (or a stateless seed pair,
+            or a `keras.random.SeedGenerator`, which a compiled training
+            step under JAX must pass); None draws from the global
+            generator (eager only under JAX).
         jit_compile: compile the loop with XLA (off by default: on CPU the
             compile time dominates small runs).
 
@@ -166,18 +173,18 @@ def pgd(
                         restarts=restarts, loss=loss, clip_min=clip_min,
                         clip_max=clip_max)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
+    x = ops.convert_to_tensor(x)
     x_adv = _restarts(
         model, x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
         targeted=targeted, rand_init=rand_init, restarts=restarts, loss=loss,
         clip_min=clip_min, clip_max=clip_max, seed=seed,
         jit_compile=jit_compile)
-    return tf.cast(x_adv, x.dtype)
+    return ops.cast(x_adv, x.dtype)
 
 
 @register_attack("bim")
-def bim(model: Callable, x: tf.Tensor, y: tf.Tensor | None, *, eps: float,
-        step_size: float, steps: int, **kwargs) -> tf.Tensor:
+def bim(model: Callable, x: Any, y: Any | None, *, eps: float,
+        step_size: float, steps: int, **kwargs) -> Any:
     """BIM / I-FGSM (Kurakin, Goodfellow, Bengio 2017, arXiv 1607.02533,
     Sec. 2.2): `pgd` started at `x` (`rand_init=False`). Same arguments,
     returns and errors as `pgd`."""

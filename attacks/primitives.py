@@ -22,7 +22,9 @@ from typing import Any, Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+from core import backends
 
 NORMS = ("inf", "2")
 LOSSES = ("ce", "cw")
@@ -85,23 +87,24 @@ def check_inputs(x: Any, y: Any, clip_min: float, clip_max: float, *,
     check_box(clip_min, clip_max)
     if targeted and y is None:
         raise ValueError("targeted=True needs the target labels y; got None")
-    x = tf.convert_to_tensor(x)
-    if x.shape.rank != 4:
+    x = ops.convert_to_tensor(x)
+    if len(x.shape) != 4:
         raise ValueError(
             "x must have shape (batch, height, width, channels); "
             f"got shape {tuple(x.shape)}"
         )
-    if not x.dtype.is_floating:
-        raise ValueError(f"x must be a float tensor in [0, 1]; got {x.dtype}")
+    if not keras.backend.is_float_dtype(x.dtype):
+        raise ValueError(f"x must be a float tensor in [0, 1]; got "
+                         f"{keras.backend.standardize_dtype(x.dtype)}")
     if y is not None:
-        y_shape = tf.convert_to_tensor(y).shape
-        if y_shape.rank != 1:
+        y_shape = tuple(ops.shape(ops.convert_to_tensor(y)))
+        if len(y_shape) != 1:
             raise ValueError(
                 f"y must hold integer labels of shape (batch,); got {y_shape}"
             )
-    if tf.executing_eagerly() and x.shape[0] != 0:
-        lo = float(tf.reduce_min(x))
-        hi = float(tf.reduce_max(x))
+    if not backends.is_traced(x) and x.shape[0] != 0:
+        lo = float(ops.min(x))
+        hi = float(ops.max(x))
         if lo < clip_min - 1e-6 or hi > clip_max + 1e-6:
             raise ValueError(
                 f"x must lie in [clip_min, clip_max] = [{clip_min}, "
@@ -109,7 +112,7 @@ def check_inputs(x: Any, y: Any, clip_min: float, clip_max: float, *,
             )
 
 
-def call_model(model: Callable, x: tf.Tensor) -> tf.Tensor:
+def call_model(model: Callable, x: Any) -> Any:
     """Logits of `model` at `x`, with `training=False` for Keras models so
     BatchNorm uses (and does not update) its moving statistics."""
     if isinstance(model, keras.layers.Layer):
@@ -117,108 +120,131 @@ def call_model(model: Callable, x: tf.Tensor) -> tf.Tensor:
     return model(x)
 
 
-def default_labels(model: Callable, x: tf.Tensor) -> tf.Tensor:
+def default_labels(model: Callable, x: Any) -> Any:
     """The model's predicted labels, int32 `(batch,)`, used when `y` is None
     (avoids the label-leaking effect, Kurakin et al. 2017, arXiv 1611.01236)."""
-    return tf.argmax(call_model(model, x), axis=-1, output_type=tf.int32)
+    return ops.cast(ops.argmax(call_model(model, x), axis=-1), "int32")
 
 
-def per_example_loss(logits: tf.Tensor, y: tf.Tensor, loss: str) -> tf.Tensor:
+def per_example_loss(logits: Any, y: Any, loss: str) -> Any:
     """Per-example loss `(batch,)` that an untargeted attack maximises.
 
     "ce": softmax cross-entropy of the label `y`.
     "cw": Carlini-Wagner margin max_{j != y} z_j - z_y (2017, f_6).
     """
-    logits = tf.cast(logits, tf.float32)
+    logits = ops.cast(logits, "float32")
     if loss == "ce":
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
-    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
-    z_y = tf.reduce_sum(onehot * logits, axis=-1)
-    z_other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
+        return ops.sparse_categorical_crossentropy(y, logits,
+                                                   from_logits=True)
+    z_y, z_other = logit_margins(logits, y)
     return z_other - z_y
 
 
-def _batch_norm(v: tf.Tensor, norm: str) -> tf.Tensor:
+def _batch_norm(v: Any, norm: str) -> Any:
     """Per-example norm of `v`, shape `(batch, 1, 1, 1)`."""
-    # Static axes when the rank is known keep the static shape (a dynamic
-    # axis list makes every kept dim unknown: (batch, None, None, None)).
-    axes = (list(range(1, v.shape.rank)) if v.shape.rank is not None
-            else tf.range(1, tf.rank(v)))
+    axes = tuple(range(1, len(v.shape)))
     if norm == "inf":
-        return tf.reduce_max(tf.abs(v), axis=axes, keepdims=True)
-    return tf.sqrt(tf.reduce_sum(tf.square(v), axis=axes, keepdims=True))
+        return ops.max(ops.abs(v), axis=axes, keepdims=True)
+    return ops.sqrt(ops.sum(ops.square(v), axis=axes, keepdims=True))
 
 
-def steepest_step(grad: tf.Tensor, norm: str) -> tf.Tensor:
+def steepest_step(grad: Any, norm: str) -> Any:
     """Unit steepest-ascent direction: sign(g) for L-inf, g/||g||_2 for L2."""
     if norm == "inf":
-        return tf.sign(grad)
-    return grad / tf.maximum(_batch_norm(grad, "2"), _TINY)
+        return ops.sign(grad)
+    return grad / ops.maximum(_batch_norm(grad, "2"), _TINY)
 
 
-def project(delta: tf.Tensor, eps: tf.Tensor, norm: str) -> tf.Tensor:
+def project(delta: Any, eps: Any, norm: str) -> Any:
     """Euclidean projection of `delta` onto the eps-ball of `norm`."""
     if norm == "inf":
-        return tf.clip_by_value(delta, -eps, eps)
-    scale = tf.minimum(1.0, eps / tf.maximum(_batch_norm(delta, "2"), _TINY))
+        return ops.clip(delta, -eps, eps)
+    scale = ops.minimum(1.0, eps / ops.maximum(_batch_norm(delta, "2"),
+                                               _TINY))
     return delta * scale
 
 
+def is_seed_pair(seed: Any) -> bool:
+    """Whether `seed` is a stateless seed pair (a tuple/list of two ints or
+    an int tensor of shape (2,)) rather than None, an int or a
+    `keras.random.SeedGenerator`."""
+    if seed is None or isinstance(seed, (int, np.integer,
+                                         keras.random.SeedGenerator)):
+        return False
+    return tuple(np.shape(seed)) == (2,) if isinstance(
+        seed, (tuple, list, np.ndarray)) else tuple(seed.shape) == (2,)
+
+
+def uniform(shape: Any, seed: Any, minval: Any = 0.0, maxval: Any = 1.0,
+            dtype: str = "float32", offset: int = 0) -> Any:
+    """`keras.random.uniform` for a seed that is None, an int or a
+    `SeedGenerator`; a stateless draw keyed by `(seed[0], seed[1] +
+    offset)` for a seed pair (`is_seed_pair`). Integer dtypes draw
+    integers in `[minval, maxval)`."""
+    if is_seed_pair(seed):
+        pair = (seed[0], seed[1] + offset)
+        return backends.stateless_uniform(shape, pair, minval, maxval, dtype)
+    if keras.backend.is_int_dtype(dtype):
+        return keras.random.randint(shape, minval, maxval, dtype, seed=seed)
+    return keras.random.uniform(shape, minval, maxval, dtype, seed=seed)
+
+
+def normal(shape: Any, seed: Any, offset: int = 0) -> Any:
+    """Standard normal float32 draws; `seed` as in `uniform`."""
+    if is_seed_pair(seed):
+        return backends.stateless_normal(shape, (seed[0], seed[1] + offset))
+    return keras.random.normal(shape, seed=seed)
+
+
 def random_in_ball(
-    x: tf.Tensor, eps: tf.Tensor, norm: str, seed: tuple[int, int] | None
-) -> tf.Tensor:
+    x: Any, eps: Any, norm: str, seed: Any
+) -> Any:
     """A uniform random point of the eps-ball around `x` (not yet clipped).
 
     L-inf: uniform in [-eps, eps] per pixel (Madry et al. 2018).
     L2: uniform in the ball: a Gaussian direction times eps * u^(1/d).
-    `seed` is a stateless seed pair or None for the global generator.
+    `seed`: a stateless seed pair, an int, a `keras.random.SeedGenerator`
+    (what a compiled training step passes under JAX) or None for the
+    global generator.
     """
-    shape = tf.shape(x)
-
-    def uniform(s, lo, hi, k):
-        if seed is None:
-            return tf.random.uniform(s, lo, hi)
-        return tf.random.stateless_uniform(s, (seed[0], seed[1] + k), lo, hi)
-
+    shape = ops.shape(x)
     if norm == "inf":
-        return x + uniform(shape, -1.0, 1.0, 0) * eps
-    if seed is None:
-        direction = tf.random.normal(shape)
-    else:
-        direction = tf.random.stateless_normal(shape, seed)
-    direction /= tf.maximum(_batch_norm(direction, "2"), _TINY)
-    dim = tf.cast(tf.reduce_prod(shape[1:]), tf.float32)
-    u = uniform(tf.stack([shape[0], 1, 1, 1]), 0.0, 1.0, 1)
-    return x + direction * eps * tf.pow(u, 1.0 / dim)
+        return x + uniform(shape, seed, -1.0, 1.0) * eps
+    direction = normal(shape, seed)
+    direction /= ops.maximum(_batch_norm(direction, "2"), _TINY)
+    dim = float(np.prod(x.shape[1:]))
+    u = uniform((shape[0], 1, 1, 1), seed, 0.0, 1.0, offset=1)
+    return x + direction * eps * ops.power(u, 1.0 / dim)
 
 
-def success(logits: tf.Tensor, y: tf.Tensor, targeted: bool) -> tf.Tensor:
+def success(logits: Any, y: Any, targeted: bool) -> Any:
     """Bool `(batch,)`: misclassified (untargeted) or hit the target."""
-    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
+    pred = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    y = ops.cast(y, "int32")
+    return ops.equal(pred, y) if targeted else ops.not_equal(pred, y)
 
 
 def better(
-    succ_new: tf.Tensor,
-    loss_new: tf.Tensor,
-    succ_old: tf.Tensor,
-    loss_old: tf.Tensor,
-) -> tf.Tensor:
+    succ_new: Any,
+    loss_new: Any,
+    succ_old: Any,
+    loss_old: Any,
+) -> Any:
     """Bool `(batch,)`: the new point is worse for the model than the old.
 
     Success counts first, then the attacker's objective (`loss` here is
     already signed so that larger is better for the attacker).
     """
-    return tf.logical_or(
-        tf.logical_and(succ_new, tf.logical_not(succ_old)),
-        tf.logical_and(tf.equal(succ_new, succ_old), loss_new > loss_old),
+    return ops.logical_or(
+        ops.logical_and(succ_new, ops.logical_not(succ_old)),
+        ops.logical_and(ops.equal(succ_new, succ_old), loss_new > loss_old),
     )
 
 
-def select(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+def select(mask: Any, a: Any, b: Any) -> Any:
     """Per-example `where(mask, a, b)` with `mask` of shape `(batch,)`."""
-    shape = tf.concat([tf.shape(mask), tf.ones(tf.rank(a) - 1, tf.int32)], 0)
-    return tf.where(tf.reshape(mask, shape), a, b)
+    mask = ops.reshape(mask, (-1,) + (1,) * (len(a.shape) - 1))
+    return ops.where(mask, a, b)
 
 
 def keep_worst(best: tuple | None, run: tuple) -> tuple:
@@ -230,19 +256,23 @@ def keep_worst(best: tuple | None, run: tuple) -> tuple:
     if best is None:
         return run
     worse = better(run[2], run[1], best[2], best[1])
-    return (select(worse, run[0], best[0]), tf.where(worse, run[1], best[1]),
-            tf.where(worse, run[2], best[2]))
+    return (select(worse, run[0], best[0]), ops.where(worse, run[1], best[1]),
+            ops.where(worse, run[2], best[2]))
 
 
-def seed_pair(seed: int | None, restart: int) -> tuple[int, int] | None:
-    """Stateless seed for restart number `restart`, or None."""
-    return None if seed is None else (int(seed), int(restart))
+def seed_pair(seed: Any, restart: int) -> Any:
+    """The seed of restart number `restart`: `(seed, restart)` for an int
+    seed (stateless), the generator itself for a `SeedGenerator` (it
+    advances), or None."""
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    return (int(seed), int(restart))
 
 
-def as_scalar(value: float) -> tf.Tensor:
+def as_scalar(value: float) -> Any:
     """A float32 scalar tensor: passing tensors, not Python floats, into the
     compiled loops avoids one retrace per eps value."""
-    return tf.constant(float(value), tf.float32)
+    return ops.convert_to_tensor(float(value), "float32")
 
 
 
@@ -291,32 +321,33 @@ TANH_BOUND = 1.0 - 1e-6
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
-def to_tanh_space(x: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
+def to_tanh_space(x: Any, lo: float, hi: float) -> Any:
     """`w = atanh(2 (x - lo) / (hi - lo) - 1)`, float32 of the shape of
     `x`, the argument clipped to +-TANH_BOUND so that w stays finite."""
     unit = (x - lo) / (hi - lo) * 2.0 - 1.0
-    return tf.atanh(tf.clip_by_value(unit, -TANH_BOUND, TANH_BOUND))
+    return ops.arctanh(ops.clip(unit, -TANH_BOUND, TANH_BOUND))
 
 
-def from_tanh_space(w: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
+def from_tanh_space(w: Any, lo: float, hi: float) -> Any:
     """The inverse of `to_tanh_space`: a point of `[lo, hi]`."""
-    return lo + (hi - lo) * (tf.tanh(w) + 1.0) / 2.0
+    return lo + (hi - lo) * (ops.tanh(w) + 1.0) / 2.0
 
 
-def logit_margins(logits: tf.Tensor, y: tf.Tensor
-                  ) -> tuple[tf.Tensor, tf.Tensor]:
+def logit_margins(logits: Any, y: Any
+                  ) -> tuple[Any, Any]:
     """`(Z_y, max_{i != y} Z_i)`, each float32 `(batch,)`, from logits
     `(batch, classes)` and int labels `(batch,)` (C&W's f_6 terms)."""
-    logits = tf.cast(logits, tf.float32)
-    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
-    z_y = tf.reduce_sum(onehot * logits, axis=-1)
-    z_other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
+    logits = ops.cast(logits, "float32")
+    onehot = ops.one_hot(ops.cast(y, "int32"), logits.shape[-1],
+                         dtype="float32")
+    z_y = ops.sum(onehot * logits, axis=-1)
+    z_other = ops.max(logits - 1e9 * onehot, axis=-1)
     return z_y, z_other
 
 
 def prepare_min_norm(model: Callable, x: Any, y: Any, *, eps: float | None,
                      clip_min: float, clip_max: float, targeted: bool
-                     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, int]:
+                     ) -> tuple[Any, Any, Any, int]:
     """The shared prologue of the minimum-norm attacks (cw_l2, cw_linf,
     cw_l0, lbfgs): checks `eps` (None or >= 0), `clip_min < clip_max`, a
     target for `targeted=True` and the inputs (`check_inputs`).
@@ -331,11 +362,11 @@ def prepare_min_norm(model: Callable, x: Any, y: Any, *, eps: float | None,
     if eps is not None:
         check_number("eps", eps, positive=False)
     check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
-    x32 = tf.cast(x, tf.float32)
+    x = ops.convert_to_tensor(x)
+    x32 = ops.cast(x, "float32")
     if y is None:
         y = default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
+    y = ops.cast(y, "int32")
     batch = int(x32.shape[0]) if x32.shape[0] is not None \
-        else int(tf.shape(x32)[0])
+        else int(ops.shape(x32)[0])
     return x, x32, y, batch
