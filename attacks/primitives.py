@@ -171,8 +171,9 @@ def is_seed_pair(seed: Any) -> bool:
     if seed is None or isinstance(seed, (int, np.integer,
                                          keras.random.SeedGenerator)):
         return False
-    return tuple(np.shape(seed)) == (2,) if isinstance(
-        seed, (tuple, list, np.ndarray)) else tuple(seed.shape) == (2,)
+    if isinstance(seed, (tuple, list)):
+        return len(seed) == 2
+    return tuple(seed.shape) == (2,)
 
 
 def uniform(shape: Any, seed: Any, minval: Any = 0.0, maxval: Any = 1.0,
@@ -184,6 +185,8 @@ def uniform(shape: Any, seed: Any, minval: Any = 0.0, maxval: Any = 1.0,
     if is_seed_pair(seed):
         pair = (seed[0], seed[1] + offset)
         return backends.stateless_uniform(shape, pair, minval, maxval, dtype)
+    if seed is None:
+        return backends.unseeded_uniform(shape, minval, maxval, dtype)
     if keras.backend.is_int_dtype(dtype):
         return keras.random.randint(shape, minval, maxval, dtype, seed=seed)
     return keras.random.uniform(shape, minval, maxval, dtype, seed=seed)
@@ -193,6 +196,8 @@ def normal(shape: Any, seed: Any, offset: int = 0) -> Any:
     """Standard normal float32 draws; `seed` as in `uniform`."""
     if is_seed_pair(seed):
         return backends.stateless_normal(shape, (seed[0], seed[1] + offset))
+    if seed is None:
+        return backends.unseeded_normal(shape)
     return keras.random.normal(shape, seed=seed)
 
 
@@ -262,10 +267,13 @@ def keep_worst(best: tuple | None, run: tuple) -> tuple:
 
 def seed_pair(seed: Any, restart: int) -> Any:
     """The seed of restart number `restart`: `(seed, restart)` for an int
-    seed (stateless), the generator itself for a `SeedGenerator` (it
-    advances), or None."""
+    seed (stateless), `(seed[0], seed[1] + 2 restart)` for a seed pair
+    (offsets 0 and 1 stay free for `uniform`/`normal`), the generator
+    itself for a `SeedGenerator` (it advances), or None."""
     if seed is None or isinstance(seed, keras.random.SeedGenerator):
         return seed
+    if is_seed_pair(seed):
+        return (seed[0], seed[1] + 2 * int(restart))
     return (int(seed), int(restart))
 
 

@@ -12,7 +12,10 @@ Measures, for one model and batch:
         --channels=3 --steps=7 --output=benchmarks/results/resnet20.json
 
 Timings are medians over --repeats runs of --iters steps each, after a
-warm-up that traces and compiles everything.
+warm-up that traces and compiles everything. Runs on either Keras backend
+(KERAS_BACKEND=tensorflow, the default, or jax); the steps go through
+`train_on_batch` (Keras's compiled train function of that backend) and the
+limit's input gradient through `core.backends`.
 """
 
 import os
@@ -27,10 +30,11 @@ import time  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import models  # noqa: E402
+from attacks import primitives  # noqa: E402
+from core import backends  # noqa: E402
 from training.adversarial import AdversarialTrainer  # noqa: E402
 from training.losses import classification_loss  # noqa: E402
 
@@ -52,7 +56,7 @@ def _median_seconds(fn, iters, repeats):
         start = time.perf_counter()
         for _ in range(iters):
             out = fn()
-        _ = [np.asarray(o) for o in tf.nest.flatten(out)]  # sync
+        _ = [np.asarray(o) for o in keras.tree.flatten(out)]  # sync
         times.append((time.perf_counter() - start) / iters)
     return float(np.median(times))
 
@@ -67,50 +71,56 @@ def _trainer(attack, shape):
     return model
 
 
+def _input_gradient_fn(net, x, y):
+    """A compiled bare input-gradient pass (forward + backward to x)."""
+    def grad(model, x, y):
+        def objective(x):
+            loss = primitives.per_example_loss(model(x, training=False), y,
+                                               "ce")
+            return keras.ops.sum(loss), ()
+        return backends.value_and_grad(objective, x)[2]
+
+    compiled = backends.compile_fn(grad)
+    x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+    return lambda: compiled(net, x, y)
+
+
+def _machine() -> str:
+    devices = keras.distribution.list_devices()
+    return (f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"devices={devices}")
+
+
 def main(argv):
     del argv
     shape = (_SIZE.value, _SIZE.value, _CHANNELS.value)
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.uniform(size=(_BATCH.value, *shape)), tf.float32)
-    y = tf.constant(rng.integers(0, 10, _BATCH.value), tf.int32)
+    x = rng.uniform(size=(_BATCH.value, *shape)).astype("float32")
+    y = rng.integers(0, 10, _BATCH.value).astype("int32")
     k = _STEPS.value
     attack = {"name": "pgd", "eps": 0.1, "step_size": 0.025, "steps": k}
 
     clean = _trainer(None, shape)
     adv = _trainer(attack, shape)
-    clean.make_train_function()
-    adv.make_train_function()
-    data = tf.data.Dataset.from_tensors((x, y)).repeat()
-    clean_it, adv_it = iter(data), iter(data)
-
-    net = clean.net
-
-    @tf.function
-    def input_gradient():
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                y, net(x, training=False)))
-        return tape.gradient(loss, x)
+    input_gradient = _input_gradient_fn(clean.net, x, y)
 
     it, rep = _ITERS.value, _REPEATS.value
-    t_clean = _median_seconds(lambda: clean.train_function(clean_it), it, rep)
-    t_adv = _median_seconds(lambda: adv.train_function(adv_it), it, rep)
+    t_clean = _median_seconds(lambda: clean.train_on_batch(x, y), it, rep)
+    t_adv = _median_seconds(lambda: adv.train_on_batch(x, y), it, rep)
     t_grad = _median_seconds(input_gradient, it * k, rep)
     limit = k * t_grad + t_clean
     b = _BATCH.value
     result = {
         "model": _MODEL.value, "input_shape": shape, "batch_size": b,
-        "pgd_steps": k,
+        "pgd_steps": k, "backend": keras.backend.backend(),
         "clean_step_img_per_s": b / t_clean,
         "adversarial_step_img_per_s": b / t_adv,
         "input_gradient_img_per_s": b / t_grad,
         "limit_img_per_s": b / limit,
         "adversarial_over_limit_time_ratio": t_adv / limit,
         "adversarial_over_clean_time_ratio": t_adv / t_clean,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                   f"GPUs={len(tf.config.list_physical_devices('GPU'))}",
-        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "machine": _machine(), "keras": keras.__version__,
+        "backend_version": _backend_version(),
     }
     for key, value in result.items():
         print(f"{key:36s} {value:.3f}" if isinstance(value, float)
@@ -119,6 +129,13 @@ def main(argv):
         os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
         with open(_OUTPUT.value, "w") as f:
             json.dump(result, f, indent=2)
+
+
+def _backend_version() -> str:
+    import importlib
+
+    name = keras.backend.backend()
+    return f"{name} {importlib.import_module(name).__version__}"
 
 
 if __name__ == "__main__":

@@ -93,19 +93,15 @@ class MultiWorkerFitFix:
         multi-worker strategy."""
         if not is_multi_worker(self.distribute_strategy):
             return logs
-        import tensorflow as tf
-
-        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return {k: keras.ops.reshape(v, [1]) for k, v in logs.items()}
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         strategy = self.distribute_strategy
         if iterator is None or not is_multi_worker(strategy):
             return super()._maybe_symbolic_build(iterator, data_batch)
-        import tensorflow as tf
-
         for _, _, it in iterator:
             batch = next(it)
-            data_batch = tf.nest.map_structure(
+            data_batch = keras.tree.map_structure(
                 lambda v: strategy.experimental_local_results(v)[0], batch)
             break
         with strategy.scope():

@@ -1,7 +1,10 @@
 """Test-session setup; runs before TensorFlow initializes.
 
-- KERAS_BACKEND=tensorflow;
-- the CPU split into 2 logical devices so MirroredStrategy runs for real;
+- KERAS_BACKEND=tensorflow unless the environment sets it (the JAX subset
+  of CI runs with KERAS_BACKEND=jax: tests that need TensorFlow mark their
+  module with `pytestmark = pytest.mark.tensorflow_only` and are skipped);
+- under TensorFlow, the CPU split into 2 logical devices so
+  MirroredStrategy runs for real;
 - a `slow` marker skipped unless `--run_slow`;
 - `fmnist_cnn`: a CNN naturally trained once per session on real
   Fashion-MNIST, reused by every attack-strength test;
@@ -17,11 +20,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def pytest_addoption(parser):
@@ -29,13 +34,22 @@ def pytest_addoption(parser):
                      help="run tests marked slow")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "tensorflow_only: needs the TensorFlow backend (tf.data, "
+        "tf.distribute, the TF-only converters); skipped under JAX")
+
+
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run_slow"):
-        return
+    backend = keras.backend.backend()
+    skip_tf = pytest.mark.skip(reason=f"TensorFlow only; backend {backend}")
+    slow = not config.getoption("--run_slow")
     skip = pytest.mark.skip(reason="slow: pass --run_slow to run")
     for item in items:
-        if "slow" in item.keywords:
+        if slow and "slow" in item.keywords:
             item.add_marker(skip)
+        if backend != "tensorflow" and "tensorflow_only" in item.keywords:
+            item.add_marker(skip_tf)
 
 
 @pytest.fixture(autouse=True)

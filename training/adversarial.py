@@ -23,12 +23,15 @@ random point of the eps-ball. Without these keys the attack is unchanged.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 import attacks
+from attacks import primitives
+from core import backends
 from core.keras_internals import MultiWorkerFitFix
 from training import register_method
 from training.losses import classification_loss
@@ -56,6 +59,11 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
             random point; needs an attack with `rand_init=True`).
         alpha: weight of the clean loss in [0, 1] (Goodfellow et al. 2015,
             Eq. 6); 0 trains on adversarial examples only.
+        rng_seed: int seed of the trainer's own random draws under JAX (its
+            `keras.random.SeedGenerator`, which the attack and the random
+            targets use inside the compiled step when the attack config
+            has no seed); unused under TensorFlow, whose stateful global
+            generator draws them.
         **kwargs: passed to `keras.Model`.
 
     Call arguments:
@@ -77,10 +85,17 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
     """
 
     def __init__(self, net: keras.Model, attack: Mapping[str, Any] | None =
-                 None, alpha: float = 0.0, **kwargs):
+                 None, alpha: float = 0.0, rng_seed: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
+        # Inside jax.jit every random draw needs an explicit seed: the
+        # trainer owns one generator (part of its state, so it advances
+        # step after step). TensorFlow draws from its global generator.
+        self.rng_seed = rng_seed
+        self.seed_generator = (keras.random.SeedGenerator(rng_seed)
+                               if backends.BACKEND == "jax" else None)
         self.net = net
         self.attack = None if attack is None else dict(attack)
         self.alpha = float(alpha)
@@ -106,6 +121,12 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
         if self._prob_clean and not kwargs.get("rand_init", True):
             raise ValueError("attack prob_start_from_clean needs rand_init="
                              f"True; got rand_init={kwargs.get('rand_init')!r}")
+        # Under JAX an unseeded attack gets a fresh seed pair per step from
+        # the trainer's generator, drawn before any branch (`attack_seed`).
+        self._seed_attack = (
+            kwargs.get("seed") is None and self.seed_generator is not None
+            and "seed" in inspect.signature(
+                attacks.get_attack(kwargs["name"])).parameters)
         self._attack_fn = attacks.from_config(kwargs)
         if self._prob_clean:
             self._clean_start_fn = attacks.from_config(
@@ -118,9 +139,10 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
         2019)."""
         if self._target != "random":
             return y
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        y = ops.cast(ops.reshape(y, (-1,)), "int32")
         k = self.net.output_shape[-1]
-        shift = tf.random.uniform(tf.shape(y), 1, k, dtype=tf.int32)
+        shift = primitives.uniform(ops.shape(y), self.seed_generator, 1, k,
+                                   "int32")
         return (y + shift) % k
 
     def craft(self, x, y):
@@ -128,15 +150,24 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
         `(batch, height, width, channels)` in [0, 1], y int `(batch,)`;
         `started_from_clean` is a bool scalar tensor (one draw per call)."""
         y_attack = self.attack_labels(y)
+        kw = self.attack_seed()
         if self._clean_start_fn is None:
-            return self._attack_fn(self.net, x, y_attack), y_attack, \
-                tf.constant(False)
-        from_clean = tf.random.uniform([]) < self._prob_clean
-        x_adv = tf.cond(
+            return self._attack_fn(self.net, x, y_attack, **kw), y_attack, \
+                ops.convert_to_tensor(False)
+        from_clean = primitives.uniform((), self.seed_generator) < \
+            self._prob_clean
+        x_adv = ops.cond(
             from_clean,
-            lambda: self._clean_start_fn(self.net, x, y_attack),
-            lambda: self._attack_fn(self.net, x, y_attack))
+            lambda: self._clean_start_fn(self.net, x, y_attack, **kw),
+            lambda: self._attack_fn(self.net, x, y_attack, **kw))
         return x_adv, y_attack, from_clean
+
+    def attack_seed(self) -> dict:
+        """`{"seed": pair}` with a fresh seed pair from the trainer's
+        generator when the attack is unseeded under JAX, else `{}`."""
+        if not getattr(self, "_seed_attack", False):
+            return {}
+        return {"seed": self.seed_generator.next()}
 
     def call(self, x, training=False):
         return self.net(x, training=training)
@@ -149,7 +180,7 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self._attack_fn is None or self.alpha == 1.0:
             return data
-        x_adv = tf.stop_gradient(self.craft(x, y)[0])
+        x_adv = ops.stop_gradient(self.craft(x, y)[0])
         return self.mix_batch(x, x_adv, y, sample_weight)
 
     def mix_batch(self, x, x_adv, y, sample_weight=None):
@@ -160,19 +191,30 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
         if self.alpha == 0.0:
             return keras.utils.pack_x_y_sample_weight(x_adv, y, sample_weight)
         if sample_weight is None:
-            sample_weight = tf.ones(tf.shape(y)[:1], tf.float32)
+            sample_weight = ops.ones(ops.shape(y)[:1], "float32")
         # "sum_over_batch_size" divides by 2B, hence the factor 2: the mean
         # is then alpha * mean(clean loss) + (1 - alpha) * mean(adv loss).
-        weights = tf.concat([2.0 * self.alpha * sample_weight,
-                             2.0 * (1.0 - self.alpha) * sample_weight], 0)
-        return (tf.concat([x, x_adv], 0), tf.concat([y, y], 0), weights)
+        weights = ops.concatenate([2.0 * self.alpha * sample_weight,
+                                   2.0 * (1.0 - self.alpha) * sample_weight],
+                                  0)
+        return (ops.concatenate([x, ops.cast(x_adv, x.dtype)], 0),
+                ops.concatenate([y, y], 0), weights)
 
-    def train_step(self, data):
-        logs = super().train_step(self._adversarial_batch(data))
-        return self.per_worker_logs(logs)
+    def train_step(self, *args):
+        # Keras's own step of the backend (TF: `(data)`, JAX: `(state,
+        # data)`) on the adversarial batch (core.backends).
+        return self.backend_logs(backends.prepared_train_step(
+            self, args, self._adversarial_batch, super().train_step))
 
-    def test_step(self, data):
-        return self.per_worker_logs(super().test_step(data))
+    def test_step(self, *args):
+        return self.backend_logs(super().test_step(*args))
+
+    def backend_logs(self, out):
+        """A step's result, its logs made per-worker under a multi-worker
+        TF strategy; the `(logs, state)` of a JAX step pass through."""
+        if backends.BACKEND == "tensorflow":
+            return self.per_worker_logs(out)
+        return out
 
     def get_config(self):
         return {
@@ -180,6 +222,7 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
             "net": keras.saving.serialize_keras_object(self.net),
             "attack": self.attack,
             "alpha": self.alpha,
+            "rng_seed": self.rng_seed,
         }
 
     @classmethod

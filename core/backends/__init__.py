@@ -22,6 +22,13 @@ the functions re-exported here:
 - `stateless_uniform` / `stateless_normal`: random draws keyed by an
   explicit seed pair (a counter-based seed that `keras.random` does not
   take as a tensor);
+- `unseeded_uniform` / `unseeded_normal`: draws for `seed=None` (TF's
+  stateful global generator, which works inside `tf.function` where
+  `keras.random`'s lazily created global generator does not; Keras's
+  global generator under JAX, eager only);
+- `get_strategy(name, tpu)`, `is_chief`, `worker_id`: the multi-device
+  path (`tf.distribute` under TensorFlow, `keras.distribution.DataParallel`
+  under JAX), chosen by training.distribute;
 - `is_traced(x)`: whether `x` is a symbolic value (inside `tf.function` /
   `jax.jit`) whose values cannot be read.
 
@@ -42,21 +49,27 @@ import keras
 BACKEND = keras.backend.backend()
 
 if BACKEND == "tensorflow":
-    from core.backends.tensorflow import (compile_fn, gradients, is_traced,
+    from core.backends.tensorflow import (compile_fn, get_strategy,
+                                          gradients, is_chief, is_traced,
                                           prepared_train_step,
                                           stateless_normal,
                                           stateless_uniform, train_step,
-                                          value_and_grad)
+                                          unseeded_normal, unseeded_uniform,
+                                          value_and_grad, worker_id)
 elif BACKEND == "jax":
-    from core.backends.jax import (compile_fn, gradients, is_traced,
+    from core.backends.jax import (compile_fn, get_strategy, gradients,
+                                   is_chief, is_traced,
                                    prepared_train_step, stateless_normal,
                                    stateless_uniform, train_step,
-                                   value_and_grad)
+                                   unseeded_normal, unseeded_uniform,
+                                   value_and_grad, worker_id)
 else:
     raise ImportError(
         f"robust-recipes runs on the Keras backends 'tensorflow' and 'jax'; "
         f"got KERAS_BACKEND={BACKEND!r}")
 
-__all__ = ["BACKEND", "compile_fn", "gradients", "is_traced",
+__all__ = ["BACKEND", "compile_fn", "get_strategy", "gradients",
+           "is_chief", "is_traced", "worker_id",
            "prepared_train_step", "stateless_normal", "stateless_uniform",
-           "train_step", "value_and_grad"]
+           "train_step", "unseeded_normal", "unseeded_uniform",
+           "value_and_grad"]

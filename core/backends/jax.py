@@ -20,6 +20,7 @@ data)` the same way). Here:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Callable, Sequence
 
@@ -216,7 +217,83 @@ def stateless_normal(shape: Any, seed: Any, dtype: str = "float32") -> Any:
                              dtype)
 
 
+def unseeded_uniform(shape: Any, minval: Any = 0.0, maxval: Any = 1.0,
+                     dtype: str = "float32") -> Any:
+    """Uniform draws from Keras's global seed generator (eager only: inside
+    `jax.jit` Keras asks for an explicit seed)."""
+    if jnp.issubdtype(jnp.dtype(dtype), jnp.integer):
+        return keras.random.randint(shape, minval, maxval, dtype)
+    return keras.random.uniform(shape, minval, maxval, dtype)
+
+
+def unseeded_normal(shape: Any, dtype: str = "float32") -> Any:
+    """Standard normal draws from Keras's global seed generator (eager
+    only)."""
+    return keras.random.normal(shape, dtype=dtype)
+
+
 def is_traced(x: Any = None) -> bool:
     """True when `x` is a JAX tracer (inside `jax.jit` / `grad`), whose
     values cannot be read."""
     return isinstance(x, jax.core.Tracer)
+
+
+# -- multi-device: keras.distribution.DataParallel --------------------------
+
+
+class DataParallelStrategy:
+    """The JAX counterpart of a `tf.distribute` strategy, reduced to what
+    train.py / evaluate.py use: `scope()` (a no-op: Keras's JAX trainer
+    shards through the global `keras.distribution`),
+    `num_replicas_in_sync` and `cluster_resolver` (None: one process).
+
+    Args:
+        devices: the JAX devices; more than one sets
+            `keras.distribution.DataParallel(devices=...)` globally, so
+            `fit()` splits each global batch across them.
+    """
+
+    cluster_resolver = None
+
+    def __init__(self, devices: Sequence[Any]):
+        self.devices = list(devices)
+        self.num_replicas_in_sync = len(self.devices)
+        if len(self.devices) > 1:
+            keras.distribution.set_distribution(
+                keras.distribution.DataParallel(devices=self.devices))
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def get_strategy(name: str = "auto", tpu: str | None = None
+                 ) -> DataParallelStrategy:
+    """A `DataParallelStrategy` for `name` (training.distribute documents
+    the names): "one_device" uses the first accelerator (else CPU);
+    "auto" and "mirrored" use every local device of the default platform.
+
+    Raises:
+        ValueError: "multi_worker" or "tpu" (TensorFlow strategies).
+    """
+    del tpu
+    if name in ("multi_worker", "tpu"):
+        raise ValueError(
+            f"--strategy={name} is a tf.distribute strategy; under "
+            "KERAS_BACKEND=jax choose one of ('auto', 'one_device', "
+            "'mirrored')")
+    devices = jax.devices()
+    if name == "one_device":
+        devices = devices[:1]
+    return DataParallelStrategy(devices)
+
+
+def is_chief(strategy: Any) -> bool:
+    """True: a JAX run here is one process."""
+    del strategy
+    return True
+
+
+def worker_id(strategy: Any) -> str:
+    """"chief" (one process)."""
+    del strategy
+    return "chief"

@@ -2,7 +2,7 @@
 attack tests as a closed-form reference."""
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 
 class LinearSoftmax:
@@ -19,9 +19,8 @@ class LinearSoftmax:
         self.W = self.rng.normal(size=(12, classes)).astype("float32")
         self.B = self.rng.normal(size=(classes,)).astype("float32")
 
-    @tf.autograph.experimental.do_not_convert
     def __call__(self, x):
-        return tf.reshape(x, [-1, 12]) @ self.W + self.B
+        return ops.matmul(ops.reshape(x, (-1, 12)), self.W) + self.B
 
     def inputs(self, n=6):
         """x float32 (n, 2, 2, 3) in [0.05, 0.95], y int32 (n,)."""
