@@ -275,7 +275,7 @@ def main(argv):
     batch = _BATCH.value or cfg.get("eval", {}).get("batch_size") or 500
     num = (_NUM.value or (suite and suite.default_num_examples)
            or cfg.get("eval", {}).get("num_examples"))
-    ds = data.get_dataset(
+    ds = data.get_backend_dataset(
         dataset_name, "test", batch_size=batch, num_examples=num,
         data_dir=data_cfg.get("data_dir"),
         image_size=data_cfg.get("image_size"),

@@ -129,11 +129,11 @@ def main(argv):
                   channels=cfg.data.channels)
     num_train = cfg.data.num_train_examples or info.num_train
     steps_per_epoch = cfg.train.steps_per_epoch or num_train // batch
-    ds_train = data.get_dataset(
+    ds_train = data.get_backend_dataset(
         cfg.data.name, "train", batch_size=batch, shuffle=True,
         augment=cfg.data.augment, seed=cfg.train.seed, drop_remainder=True,
         repeat=True, num_examples=cfg.data.num_train_examples, **common)
-    ds_eval = data.get_dataset(
+    ds_eval = data.get_backend_dataset(
         cfg.data.name, "test", batch_size=batch, drop_remainder=True,
         num_examples=cfg.data.num_eval_examples, **common)
 
@@ -160,6 +160,8 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
               steps_per_epoch, teacher):
     """Builds, trains and saves one network in `workdir` (which receives
     `config_json` once the model is built); returns it."""
+    import keras
+
     import checkpoints
     import data
     import models
@@ -201,12 +203,13 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
     overfit = None
     if cfg.train.overfit_check is not None:  # Wong et al. 2020 early stop
         check = cfg.train.overfit_check
-        x_chk, y_chk = next(iter(data.get_dataset(
+        x_chk, y_chk = next(iter(data.get_backend_dataset(
             cfg.data.name, "train", batch_size=check.examples,
             num_examples=check.examples, data_dir=cfg.data.data_dir,
             image_size=cfg.data.image_size, channels=cfg.data.channels)))
         overfit = CatastrophicOverfittingStop(
-            x_chk.numpy(), y_chk.numpy(), check.attack.to_dict(),
+            keras.ops.convert_to_numpy(x_chk),
+            keras.ops.convert_to_numpy(y_chk), check.attack.to_dict(),
             check.max_drop)
         callbacks.insert(0, overfit)  # restores weights before checkpoints
     start = time.time()

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from attacks.bpda import with_straight_through
 from attacks.eot import eot
@@ -121,8 +121,8 @@ class AdaptiveModel:
             count below 20).
     """
 
-    attack_model: Callable[..., tf.Tensor]
-    predict: Callable[..., tf.Tensor]
+    attack_model: Callable[..., Any]
+    predict: Callable[..., Any]
     description: dict[str, Any]
 
 
@@ -132,7 +132,7 @@ class _Forward:
     def __init__(self, model: keras.layers.Layer):
         self.wrapped = model
 
-    def __call__(self, x, training: bool = False) -> tf.Tensor:
+    def __call__(self, x, training: bool = False) -> Any:
         return self.wrapped(x, training=training)
 
     def __repr__(self) -> str:
@@ -141,7 +141,9 @@ class _Forward:
 
 class MaskedGradient:
     """The naive evaluator's model: exact forward pass of `model`, and its
-    own autodiff input gradient with undefined (None) parts read as zero.
+    own autodiff input gradient with undefined (None) parts read as zero
+    (the output is tied to `x` by a term that is exactly 0 and has a zero
+    gradient, on every backend).
 
     This is what an evaluation that ignores gradient masking differentiates:
     for a thermometer or bit-depth model the gradient is exactly zero, so a
@@ -159,24 +161,14 @@ class MaskedGradient:
     def __init__(self, model: keras.layers.Layer):
         self.wrapped = model
 
-    def __call__(self, x, training: bool = False) -> tf.Tensor:
-        model = self.wrapped
-
-        @tf.custom_gradient
-        def _forward(x_in):
-            with tf.GradientTape() as tape:
-                tape.watch(x_in)
-                logits = model(x_in, training=training)
-
-            def _backward(dy, variables=None):
-                gx = tape.gradient(
-                    logits, x_in, output_gradients=dy,
-                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                return gx, [tf.zeros_like(v) for v in variables or []]
-
-            return tf.identity(logits), _backward
-
-        return _forward(tf.convert_to_tensor(x))
+    def __call__(self, x, training: bool = False) -> Any:
+        x = ops.convert_to_tensor(x)
+        logits = self.wrapped(x, training=training)
+        # Exactly 0 forward, gradient exactly 0: ties the output to x so
+        # that the parts of the gradient the model leaves undefined read
+        # as zero (the defined parts are the model's own).
+        anchor = ops.sum(x - ops.stop_gradient(x)) * 0.0
+        return logits + ops.cast(anchor, logits.dtype)
 
     def __repr__(self) -> str:
         return f"MaskedGradient({self.wrapped.name!r})"

@@ -27,13 +27,14 @@ On restart the momentum is also reset (`x_{k-1} := x_max`).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 
 ALPHA = 0.75  # the momentum weight of Alg. 1
 _DLR_EPS = 1e-12
@@ -76,7 +77,7 @@ def _thresholds(steps: int, rho: float) -> np.ndarray:
     return thr
 
 
-def dlr_loss(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+def dlr_loss(logits: Any, y: Any) -> Any:
     """Untargeted DLR loss (arXiv 2003.01690, Sec. 4, Eq. 6), `(batch,)`.
 
     `DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`, with
@@ -88,16 +89,19 @@ def dlr_loss(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         logits: float `(batch, classes)`, `classes >= 3`.
         y: int `(batch,)` true labels.
     """
-    logits = tf.cast(logits, tf.float32)
-    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=tf.float32)
-    z_y = tf.reduce_sum(onehot * logits, axis=-1)
-    z_other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
-    top = tf.math.top_k(logits, k=3).values
+    logits = ops.cast(logits, "float32")
+    z_y, z_other = primitives.logit_margins(logits, y)
+    top = ops.top_k(logits, k=3)[0]
     return -(z_y - z_other) / (top[:, 0] - top[:, 2] + _DLR_EPS)
 
 
-def targeted_dlr_loss(logits: tf.Tensor, y_true: tf.Tensor,
-                      target: tf.Tensor) -> tf.Tensor:
+def _pick(logits, labels):
+    """`logits[b, labels[b]]` per example, `(batch,)` (an exact gather)."""
+    idx = ops.expand_dims(ops.cast(labels, "int32"), -1)
+    return ops.take_along_axis(logits, idx, axis=1)[:, 0]
+
+
+def targeted_dlr_loss(logits: Any, y_true: Any, target: Any) -> Any:
     """Targeted DLR loss (arXiv 2003.01690, Sec. 4), `(batch,)`.
 
     `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`, with `y` the true
@@ -107,10 +111,10 @@ def targeted_dlr_loss(logits: tf.Tensor, y_true: tf.Tensor,
         logits: float `(batch, classes)`, `classes >= 4`.
         y_true: int `(batch,)` true labels; target: int `(batch,)` targets.
     """
-    logits = tf.cast(logits, tf.float32)
-    z_y = tf.gather(logits, y_true, axis=1, batch_dims=1)
-    z_t = tf.gather(logits, target, axis=1, batch_dims=1)
-    top = tf.math.top_k(logits, k=4).values
+    logits = ops.cast(logits, "float32")
+    z_y = _pick(logits, y_true)
+    z_t = _pick(logits, target)
+    top = ops.top_k(logits, k=4)[0]
     denom = top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_EPS
     return -(z_y - z_t) / denom
 
@@ -118,79 +122,96 @@ def targeted_dlr_loss(logits: tf.Tensor, y_true: tf.Tensor,
 def _objective(logits, y, y_true, loss, targeted):
     """The attacker's objective (larger is better for the attacker)."""
     if loss == "ce":
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            y, tf.cast(logits, tf.float32))
+        # float32 also where Keras computes it wider (JAX with x64 enabled).
+        ce = ops.cast(primitives.per_example_loss(logits, y, "ce"), "float32")
         return -ce if targeted else ce
     if targeted:
         return targeted_dlr_loss(logits, y_true, y)
     return dlr_loss(logits, y)
 
 
+def _track(c, obj, succ):
+    """Counts the loss increases and updates the highest-loss point
+    (`x_max`, `f_max`) and the returned best point with iterate `x_cur`."""
+    x_cur = c["x_cur"]
+    c["count"] = c["count"] + ops.cast(obj > c["obj_prev"], "float32")
+    up = obj > c["f_max"]
+    c["x_max"] = primitives.select(up, x_cur, c["x_max"])
+    c["f_max"] = ops.where(up, obj, c["f_max"])
+    take = primitives.better(succ, obj, c["best_succ"], c["best_obj"])
+    c["best_x"] = primitives.select(take, x_cur, c["best_x"])
+    c["best_obj"] = ops.where(take, obj, c["best_obj"])
+    c["best_succ"] = ops.where(take, succ, c["best_succ"])
+
+
+def _checkpoint(c, thr):
+    """At a checkpoint (`thr >= 0`), halves the step size of the examples
+    that meet condition 1 or 2; returns the bool `(batch,)` of those."""
+    is_ckpt = thr >= 0.0
+    cond1 = c["count"] < thr
+    same_eta = ops.equal(ops.reshape(c["eta"], (-1,)),
+                         ops.reshape(c["eta_last"], (-1,)))
+    cond2 = ops.logical_and(same_eta, c["f_max"] <= c["f_max_last"])
+    reduce = ops.logical_and(is_ckpt, ops.logical_or(cond1, cond2))
+    c["eta_last"] = ops.where(is_ckpt, c["eta"], c["eta_last"])
+    c["f_max_last"] = ops.where(is_ckpt, c["f_max"], c["f_max_last"])
+    c["count"] = ops.where(is_ckpt, ops.zeros_like(c["count"]), c["count"])
+    c["eta"] = primitives.select(reduce, c["eta"] * 0.5, c["eta"])
+    return reduce
+
+
 def _apgd_loop(model, x, y, y_true, x_start, eps, thresholds, steps,
-               clip_min, clip_max, norm, targeted, loss):
-    """Alg. 1 for `steps` iterations from `x_start`; returns the best point
-    per example `(x_best, objective, success)` (success first, then loss)."""
-    batch = tf.shape(x)[0]
+               clip_min, clip_max, *, norm, targeted, loss):
+    """Alg. 1 for `steps` iterations from `x_start` (one
+    `keras.ops.fori_loop`); returns the best point per example `(x_best,
+    objective, success)` (success first, then loss)."""
+    batch = ops.shape(x)[0]
 
     def proj(v):
-        return tf.clip_by_value(x + primitives.project(v - x, eps, norm),
-                                clip_min, clip_max)
+        return ops.clip(x + primitives.project(v - x, eps, norm), clip_min,
+                        clip_max)
+
+    def objective(x_k):
+        logits = primitives.call_model(model, x_k)
+        obj = _objective(logits, y, y_true, loss, targeted)
+        return ops.sum(obj), (obj, logits)
 
     def evaluate(x_k):
-        with tf.GradientTape() as tape:
-            tape.watch(x_k)
-            logits = primitives.call_model(model, x_k)
-            obj = _objective(logits, y, y_true, loss, targeted)
-            total = tf.reduce_sum(obj)
-        grad = tape.gradient(total, x_k)
+        _, (obj, logits), grad = backends.value_and_grad(objective, x_k)
         return obj, grad, primitives.success(logits, y, targeted)
+
+    def body(i, c):
+        c = dict(c)
+        obj, grad, succ = evaluate(c["x_cur"])
+        _track(c, obj, succ)
+        reduce = _checkpoint(c, thresholds[i])
+        x_cur, x_prev = c["x_cur"], c["x_prev"]
+        z = proj(x_cur + c["eta"] * primitives.steepest_step(grad, norm))
+        x_next = proj(x_cur + ALPHA * (z - x_cur)
+                      + (1.0 - ALPHA) * (x_cur - x_prev))
+        c["x_prev"] = primitives.select(reduce, c["x_max"], x_cur)
+        c["x_cur"] = primitives.select(reduce, c["x_max"], x_next)
+        c["obj_prev"] = obj
+        return c
 
     x0 = proj(x_start)
     obj0, grad0, succ0 = evaluate(x0)
-    eta = tf.fill([batch, 1, 1, 1], 2.0 * eps)
-    x_cur = proj(x0 + eta * primitives.steepest_step(grad0, norm))
-    x_prev = x0
-    obj_prev = obj0
+    eta = ops.full((batch, 1, 1, 1), 2.0 * eps)
     # x_max / f_max: highest loss (restart point, condition 2); best: the
     # returned point (success first, then loss).
-    x_max, f_max = x0, obj0
-    best_x, best_obj, best_succ = x0, obj0, succ0
-    f_max_last = obj0
-    eta_last = eta
-    count = tf.zeros([batch], tf.float32)
-    for i in tf.range(1, steps + 1):
-        obj, grad, succ = evaluate(x_cur)
-        count += tf.cast(obj > obj_prev, tf.float32)
-        up = obj > f_max
-        x_max = primitives.select(up, x_cur, x_max)
-        f_max = tf.where(up, obj, f_max)
-        take = primitives.better(succ, obj, best_succ, best_obj)
-        best_x = primitives.select(take, x_cur, best_x)
-        best_obj = tf.where(take, obj, best_obj)
-        best_succ = tf.where(take, succ, best_succ)
-
-        thr = thresholds[i]
-        is_ckpt = thr >= 0.0
-        cond1 = count < thr
-        same_eta = tf.equal(tf.reshape(eta, [-1]), tf.reshape(eta_last, [-1]))
-        cond2 = tf.logical_and(same_eta, f_max <= f_max_last)
-        reduce = tf.logical_and(is_ckpt, tf.logical_or(cond1, cond2))
-        eta_last = tf.where(is_ckpt, eta, eta_last)
-        f_max_last = tf.where(is_ckpt, f_max, f_max_last)
-        count = tf.where(is_ckpt, tf.zeros_like(count), count)
-        eta = primitives.select(reduce, eta * 0.5, eta)
-
-        z = proj(x_cur + eta * primitives.steepest_step(grad, norm))
-        x_next = proj(x_cur + ALPHA * (z - x_cur)
-                      + (1.0 - ALPHA) * (x_cur - x_prev))
-        x_prev = primitives.select(reduce, x_max, x_cur)
-        x_cur = primitives.select(reduce, x_max, x_next)
-        obj_prev = obj
-    return best_x, best_obj, best_succ
+    init = dict(
+        x_cur=proj(x0 + eta * primitives.steepest_step(grad0, norm)),
+        x_prev=x0, obj_prev=obj0, x_max=x0, f_max=obj0, best_x=x0,
+        best_obj=obj0, best_succ=succ0, f_max_last=obj0, eta_last=eta,
+        eta=eta, count=ops.zeros((batch,), "float32"))
+    c = backends.fori_loop(model, 1, steps + 1, body, init)
+    return c["best_x"], c["best_obj"], c["best_succ"]
 
 
-_LOOP = tf.function(_apgd_loop, reduce_retracing=True)
-_LOOP_XLA = tf.function(_apgd_loop, reduce_retracing=True, jit_compile=True)
+_STATIC = ("norm", "targeted", "loss")
+_LOOP = backends.compile_fn(_apgd_loop, static_argnames=_STATIC)
+_LOOP_XLA = backends.compile_fn(_apgd_loop, jit_compile=True,
+                                static_argnames=_STATIC)
 
 
 def _apgd(model, x, y, *, eps, steps, norm, targeted, restarts, rho,
@@ -200,9 +221,9 @@ def _apgd(model, x, y, *, eps, steps, norm, targeted, restarts, rho,
     if not (np.isfinite(rho) and 0.0 < rho <= 1.0):
         raise ValueError(f"rho must be a number in (0, 1]; got {rho!r}")
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
+    x = ops.convert_to_tensor(x)
     in_dtype = x.dtype
-    x32 = tf.cast(x, tf.float32)
+    x32 = ops.cast(x, "float32")
     need_logits = y is None or loss == "dlr"
     logits = primitives.call_model(model, x32) if need_logits else None
     if loss == "dlr":
@@ -213,27 +234,27 @@ def _apgd(model, x, y, *, eps, steps, norm, targeted, restarts, rho,
                 f"{'targeted ' if targeted else ''}DLR needs >= {need} "
                 f"classes; the model has {classes}")
     if y is None:
-        y = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    y = tf.cast(y, tf.int32)
+        y = ops.argmax(logits, axis=-1)
+    y = ops.cast(y, "int32")
     if targeted and loss == "dlr":
         if y_true is None:
-            y_true = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        y_true = tf.cast(y_true, tf.int32)
+            y_true = ops.argmax(logits, axis=-1)
+        y_true = ops.cast(y_true, "int32")
     else:
         y_true = y  # unused by the objective
     eps_t = primitives.as_scalar(eps)
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
-    thr = tf.constant(_thresholds(int(steps), float(rho)))
-    steps_t = tf.constant(int(steps), tf.int32)
+    thr = ops.convert_to_tensor(_thresholds(int(steps), float(rho)))
+    steps_t = ops.convert_to_tensor(int(steps), "int32")
     loop = _LOOP_XLA if jit_compile else _LOOP
     best = None
     for r in range(int(restarts)):
         x_start = primitives.random_in_ball(x32, eps_t, norm,
                                        primitives.seed_pair(seed, r))
         run = loop(model, x32, y, y_true, x_start, eps_t, thr, steps_t, lo,
-                   hi, norm, bool(targeted), loss)
+                   hi, norm=norm, targeted=bool(targeted), loss=loss)
         best = primitives.keep_worst(best, run)
-    return tf.cast(best[0], in_dtype)
+    return ops.cast(best[0], in_dtype)
 
 
 _DOC = """APGD-{name} (Croce & Hein 2020, arXiv 2003.01690, Alg. 1{ref}).
@@ -257,8 +278,10 @@ _DOC = """APGD-{name} (Croce & Hein 2020, arXiv 2003.01690, Alg. 1{ref}).
             per example the worst case for the model is kept.
         rho: condition 1's fraction of loss-increasing steps, in (0, 1].
         clip_min, clip_max: the valid box of pixel values.
-        seed: int for reproducible random starts (uniform in the eps-ball);
-            None draws from the global generator.
+        seed: int for reproducible random starts (uniform in the eps-ball),
+            or a `keras.random.SeedGenerator` (which a compiled training
+            step under JAX must pass); None draws from the global
+            generator (eager only under JAX).
         jit_compile: compile the loop with XLA.{y_true_doc}
 
     Returns:
@@ -281,8 +304,8 @@ _DOC = """APGD-{name} (Croce & Hein 2020, arXiv 2003.01690, Alg. 1{ref}).
 @register_attack("apgd_ce")
 def apgd_ce(
     model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
+    x: Any,
+    y: Any | None,
     *,
     eps: float,
     steps: int = 100,
@@ -294,7 +317,7 @@ def apgd_ce(
     clip_max: float = 1.0,
     seed: int | None = None,
     jit_compile: bool = False,
-) -> tf.Tensor:
+) -> Any:
     return _apgd(model, x, y, eps=eps, steps=steps, norm=norm,
                  targeted=targeted, restarts=restarts, rho=rho,
                  clip_min=clip_min, clip_max=clip_max, seed=seed,
@@ -304,8 +327,8 @@ def apgd_ce(
 @register_attack("apgd_dlr")
 def apgd_dlr(
     model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
+    x: Any,
+    y: Any | None,
     *,
     eps: float,
     steps: int = 100,
@@ -317,8 +340,8 @@ def apgd_dlr(
     clip_max: float = 1.0,
     seed: int | None = None,
     jit_compile: bool = False,
-    y_true: tf.Tensor | None = None,
-) -> tf.Tensor:
+    y_true: Any | None = None,
+) -> Any:
     return _apgd(model, x, y, eps=eps, steps=steps, norm=norm,
                  targeted=targeted, restarts=restarts, rho=rho,
                  clip_min=clip_min, clip_max=clip_max, seed=seed,

@@ -4,9 +4,11 @@
 `fn(x)` and whose backward pass is the vector-Jacobian product of
 `surrogate` at `x` (the identity when `surrogate` is None, which requires
 `fn(x)` to have the shape of `x`, as for input purifiers such as
-BitDepthReduction). Implemented with `tf.custom_gradient`, so the forward
-value is bit-identical to `fn(x)` (no `s + stop_gradient(f - s)`
-rounding).
+BitDepthReduction). Implemented with `keras.ops` only, as
+`stop_gradient(f) + (s - stop_gradient(s))` with `f = fn(x)` and `s =
+surrogate(x)` (`s = x` for the identity): the added term is exactly 0 in
+the forward pass, so the value is bit-identical to `fn(x)` (no
+`s + stop_gradient(f - s)` rounding), and its gradient is that of `s`.
 
 Compose with a classifier into the attack model, e.g. for thermometer
 encoding (Athalye et al. 2018, Sec. 5.2.1):
@@ -36,18 +38,34 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from core.keras_internals import FUNCTIONAL_MODEL_TYPES
 
 
-def _call(fn: Callable, x: tf.Tensor, training: bool) -> tf.Tensor:
+def _call(fn: Callable, x: Any, training: bool) -> Any:
     if isinstance(fn, keras.layers.Layer):
         return fn(x, training=training)
     return fn(x)
+
+
+def _identity_surrogate(x: Any, y: Any) -> Any:
+    """`x` as the surrogate of `y = fn(x)`: cast to `y`'s dtype and given
+    `y`'s shape (so `dy` flows back to `x` reshaped).
+
+    Raises:
+        ValueError: the static shapes of `x` and `y` are known and differ.
+    """
+    known = None not in tuple(x.shape) and None not in tuple(y.shape)
+    if known and tuple(y.shape) != tuple(x.shape):
+        raise ValueError(
+            "identity surrogate needs fn(x) with the shape of x; got "
+            f"{tuple(x.shape)} -> {tuple(y.shape)}; pass a surrogate")
+    s = ops.cast(x, y.dtype)
+    return s if known else ops.reshape(s, ops.shape(y))
 
 
 class BPDAFunction:
@@ -63,37 +81,15 @@ class BPDAFunction:
         self.wrapped = fn
         self.surrogate = surrogate
 
-    def __call__(self, x, training: bool = False) -> tf.Tensor:
-        x = tf.convert_to_tensor(x)
-        fn, surrogate = self.wrapped, self.surrogate
-
-        @tf.custom_gradient
-        def _forward(x_in):
-            y = tf.stop_gradient(_call(fn, x_in, training))
-
-            def _backward(dy, variables=None):
-                variables = list(variables or [])
-                if surrogate is None:
-                    known = (dy.shape.is_fully_defined()
-                             and x_in.shape.is_fully_defined())
-                    if known and dy.shape != x_in.shape:
-                        raise ValueError(
-                            "identity surrogate needs fn(x) with the shape "
-                            f"of x; got {tuple(x_in.shape)} -> "
-                            f"{tuple(dy.shape)}; pass a surrogate")
-                    gx = tf.cast(tf.reshape(dy, tf.shape(x_in)), x_in.dtype)
-                    return gx, [tf.zeros_like(v) for v in variables]
-                with tf.GradientTape() as tape:
-                    tape.watch(x_in)
-                    s = surrogate(x_in)
-                grads = tape.gradient(
-                    s, [x_in] + variables, output_gradients=dy,
-                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                return grads[0], grads[1:]
-
-            return y, _backward
-
-        return _forward(x)
+    def __call__(self, x, training: bool = False) -> Any:
+        x = ops.convert_to_tensor(x)
+        y = ops.stop_gradient(_call(self.wrapped, x, training))
+        if self.surrogate is None:
+            s = _identity_surrogate(x, y)
+        else:
+            s = ops.cast(self.surrogate(x), y.dtype)
+        # Exactly y + 0 forward; d/dx is the surrogate's VJP.
+        return y + (s - ops.stop_gradient(s))
 
     def __repr__(self) -> str:
         return (f"BPDAFunction(wrapped={self.wrapped!r}, "
@@ -119,8 +115,9 @@ def bpda(fn: Callable, surrogate: Callable | None = None) -> BPDAFunction:
         attributes `wrapped` and `surrogate`.
 
     Raises:
-        ValueError: `fn` or `surrogate` not callable; at gradient time, an
-            identity surrogate with `fn(x)` not shaped like `x`.
+        ValueError: `fn` or `surrogate` not callable; when `g` is called,
+            an identity surrogate with `fn(x)` not shaped like `x` (static
+            shapes).
 
     Example:
         >>> enc = bpda(BitDepthReduction(bits=3))

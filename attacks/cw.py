@@ -26,76 +26,127 @@ compiled loop nor reset cheaply per binary-search step.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 
 _UPPER_INIT = 1e10  # "no upper bound on c yet"
+_NO_GRADIENT = (
+    "the model's logits have no gradient with respect to x (a "
+    "non-differentiable layer?); attack it through attacks.bpda.bpda")
+
+
+def _value_and_grad(fn, x):
+    """`backends.value_and_grad(fn, x)` with the C&W / L-BFGS attacks' own
+    message when the objective has no gradient (TensorFlow, known while
+    tracing)."""
+    try:
+        return backends.value_and_grad(fn, x)
+    except ValueError as err:
+        if "no gradient" not in str(err):
+            raise
+        raise ValueError(_NO_GRADIENT) from None
+
+
+class _CallableLayer(keras.layers.Layer):
+    """A variable-less Keras layer that calls `fn` (see `_for_compile`)."""
+
+    def __init__(self, fn):
+        super().__init__(autocast=False)
+        self.fn = fn
+
+    def call(self, x, training=False):
+        del training
+        return self.fn(x)
+
+
+def _for_compile(model):
+    """The model to hand to a `backends.compile_fn` function that is called
+    many times in one attack. Under JAX, `compile_fn` compiles a Keras layer
+    once per input shape but retraces any other callable (a plain function)
+    on every call, so such a model is wrapped in a layer; elsewhere (and for
+    Keras models) it is `model` itself."""
+    if backends.BACKEND != "jax" or isinstance(model, keras.layers.Layer):
+        return model
+    return _CallableLayer(model)
 
 
 def _objective(model, x, y, w, const, lo, hi, kappa, targeted):
     """Returns `(x', l2^2, f, success)` at `w`, each per example."""
     x_adv = primitives.from_tanh_space(w, lo, hi)
-    l2sq = tf.reduce_sum(tf.square(x_adv - x), axis=[1, 2, 3])
+    l2sq = ops.sum(ops.square(x_adv - x), axis=(1, 2, 3))
     logits = primitives.call_model(model, x_adv)
     z_y, z_other = primitives.logit_margins(logits, y)
     gap = (z_other - z_y) if targeted else (z_y - z_other)
-    f = tf.maximum(gap, -kappa)
-    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    f = ops.maximum(gap, -kappa)
+    pred = ops.cast(ops.argmax(logits, axis=-1), "int32")
     # Success with confidence: margin >= kappa, and the decision changed
     # (the argmax test settles ties at kappa = 0).
-    hit = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
-    succ = tf.logical_and(hit, -gap >= kappa)
+    hit = ops.equal(pred, y) if targeted else ops.not_equal(pred, y)
+    succ = ops.logical_and(hit, -gap >= kappa)
     return x_adv, l2sq, f, succ
 
 
-def _adam_loop(model, x, y, w0, const, lr, steps, lo, hi, kappa, targeted):
+def _keep_smallest(best_x, best_l2, x_adv, l2sq, succ):
+    """The smallest-L2 successful point so far, per example."""
+    take = ops.logical_and(succ, l2sq < best_l2)
+    return (primitives.select(take, x_adv, best_x),
+            ops.where(take, l2sq, best_l2))
+
+
+def adam_update(w, m, v, grad, i, lr):
+    """One hand-written Adam step (step number `i + 1`) on `w` with the
+    moments `m`, `v`: returns `(step, m, v)`, the new iterate being
+    `w - step`."""
+    b1 = ops.convert_to_tensor(primitives.ADAM_B1, "float32")
+    b2 = ops.convert_to_tensor(primitives.ADAM_B2, "float32")
+    t = ops.cast(i + 1, "float32")
+    m = b1 * m + (1.0 - b1) * grad
+    v = b2 * v + (1.0 - b2) * ops.square(grad)
+    step = lr * (m / (1.0 - ops.power(b1, t))) / (
+        ops.sqrt(v / (1.0 - ops.power(b2, t))) + primitives.ADAM_EPS)
+    return step, m, v
+
+
+def _adam_loop(model, x, y, w0, const, lr, steps, lo, hi, kappa, *,
+               targeted):
     """`steps` hand-written Adam steps on `w` for a fixed `const` per
-    example; returns the smallest-L2 successful point seen, its squared L2
-    (`inf` where none) and whether any iterate succeeded."""
-    batch = tf.shape(x)[0]
-    w = w0
-    m = tf.zeros_like(w0)
-    v = tf.zeros_like(w0)
-    best_l2 = tf.fill([batch], np.float32(np.inf))
-    best_x = x
-    b1 = tf.constant(primitives.ADAM_B1, tf.float32)
-    b2 = tf.constant(primitives.ADAM_B2, tf.float32)
-    for i in tf.range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            x_adv, l2sq, f, succ = _objective(model, x, y, w, const, lo, hi,
-                                              kappa, targeted)
-            total = tf.reduce_sum(l2sq + const * f)
-        grad = tape.gradient(total, w)
-        if grad is None:  # known while tracing
-            raise ValueError(
-                "the model's logits have no gradient with respect to x (a "
-                "non-differentiable layer?); attack it through "
-                "attacks.bpda.bpda")
-        take = tf.logical_and(succ, l2sq < best_l2)
-        best_l2 = tf.where(take, l2sq, best_l2)
-        best_x = primitives.select(take, x_adv, best_x)
-        t = tf.cast(i + 1, tf.float32)
-        m = b1 * m + (1.0 - b1) * grad
-        v = b2 * v + (1.0 - b2) * tf.square(grad)
-        m_hat = m / (1.0 - tf.pow(b1, t))
-        v_hat = v / (1.0 - tf.pow(b2, t))
-        w = w - lr * m_hat / (tf.sqrt(v_hat) + primitives.ADAM_EPS)
+    example (one `keras.ops.fori_loop`); returns the smallest-L2
+    successful point seen, its squared L2 (`inf` where none) and whether
+    any iterate succeeded."""
+    batch = ops.shape(x)[0]
+
+    def objective(w):
+        x_adv, l2sq, f, succ = _objective(model, x, y, w, const, lo, hi,
+                                          kappa, targeted)
+        return ops.sum(l2sq + const * f), (x_adv, l2sq, succ)
+
+    def body(i, carry):
+        w, m, v, best_x, best_l2 = carry
+        _, (x_adv, l2sq, succ), grad = _value_and_grad(objective, w)
+        best_x, best_l2 = _keep_smallest(best_x, best_l2, x_adv, l2sq, succ)
+        step, m, v = adam_update(w, m, v, grad, i, lr)
+        return w - step, m, v, best_x, best_l2
+
+    init = (w0, ops.zeros_like(w0), ops.zeros_like(w0), x,
+            ops.full((batch,), np.float32(np.inf), "float32"))
+    w, _, _, best_x, best_l2 = backends.fori_loop(model, 0, steps, body, init)
     x_adv, l2sq, _, succ = _objective(model, x, y, w, const, lo, hi, kappa,
                                       targeted)
-    take = tf.logical_and(succ, l2sq < best_l2)
-    best_l2 = tf.where(take, l2sq, best_l2)
-    best_x = primitives.select(take, x_adv, best_x)
-    return best_x, best_l2, tf.math.is_finite(best_l2)
+    best_x, best_l2 = _keep_smallest(best_x, best_l2, x_adv, l2sq, succ)
+    return best_x, best_l2, ops.isfinite(best_l2)
 
 
-_LOOP = tf.function(_adam_loop, reduce_retracing=True)
-_LOOP_XLA = tf.function(_adam_loop, reduce_retracing=True, jit_compile=True)
+_STATIC = ("targeted",)
+_LOOP = backends.compile_fn(_adam_loop, static_argnames=_STATIC)
+_LOOP_XLA = backends.compile_fn(_adam_loop, jit_compile=True,
+                                static_argnames=_STATIC)
 
 
 def _check_args(confidence, c_init, learning_rate, binary_search_steps,
@@ -121,8 +172,9 @@ def _binary_search(model, x32, y, batch, *, targeted, confidence, c_init,
     """
     kappa = primitives.as_scalar(confidence)
     lr = primitives.as_scalar(learning_rate)
-    steps_t = tf.constant(int(steps), tf.int32)
+    steps_t = ops.convert_to_tensor(int(steps), "int32")
     loop = _LOOP_XLA if jit_compile else _LOOP
+    model = _for_compile(model)
     w0 = primitives.to_tanh_space(x32, lo, hi)
 
     const = np.full(batch, float(c_init), np.float64)
@@ -132,13 +184,14 @@ def _binary_search(model, x32, y, batch, *, targeted, confidence, c_init,
     best_x = x32
     for _ in range(int(binary_search_steps)):
         run_x, run_l2, run_succ = loop(
-            model, x32, y, w0, tf.constant(const, tf.float32), lr, steps_t,
-            lo, hi, kappa, bool(targeted))
-        run_l2 = run_l2.numpy()
-        run_succ = run_succ.numpy()
+            model, x32, y, w0, ops.convert_to_tensor(const.astype(np.float32)),
+            lr, steps_t, lo, hi, kappa, targeted=bool(targeted))
+        run_l2 = ops.convert_to_numpy(run_l2)
+        run_succ = ops.convert_to_numpy(run_succ)
         improve = run_succ & (run_l2 < best_l2)
         best_l2 = np.where(improve, run_l2, best_l2)
-        best_x = primitives.select(tf.constant(improve), run_x, best_x)
+        best_x = primitives.select(ops.convert_to_tensor(improve), run_x,
+                                   best_x)
         # Binary search on c, per example.
         upper = np.where(run_succ, np.minimum(upper, const), upper)
         lower = np.where(run_succ, lower, np.maximum(lower, const))
@@ -150,26 +203,26 @@ def _binary_search(model, x32, y, batch, *, targeted, confidence, c_init,
 def _finish(x, x32, best_x, best_l2, eps, lo, hi):
     """`x_adv` in the dtype of `x`: the best point, projected onto the
     `eps` ball when given; `x` itself, bit for bit, where none was found."""
-    found = tf.constant(np.isfinite(best_l2))
-    x_adv = tf.where(tf.reshape(found, [-1, 1, 1, 1]),
-                     tf.clip_by_value(best_x, lo, hi), x32)
+    found = ops.reshape(ops.convert_to_tensor(np.isfinite(best_l2)),
+                        (-1, 1, 1, 1))
+    x_adv = ops.where(found, ops.clip(best_x, lo, hi), x32)
     if eps is not None:
         delta = primitives.project(x_adv - x32, primitives.as_scalar(eps), "2")
-        x_adv = tf.clip_by_value(x32 + delta, lo, hi)
-    out = tf.cast(x_adv, x.dtype)
+        x_adv = ops.clip(x32 + delta, lo, hi)
+    out = ops.cast(x_adv, x.dtype)
     # Failures are x itself, bit for bit (not a float32 round trip).
-    return tf.where(tf.reshape(found, [-1, 1, 1, 1]), out, x)
+    return ops.where(found, out, x)
 
 
 @register_attack("cw_l2")
 def cw_l2(
-    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *,
+    model: Callable, x: Any, y: Any | None, *,
     targeted: bool = False, confidence: float = 0.0, c_init: float = 1.0,
     binary_search_steps: int = 5, steps: int = 100,
     learning_rate: float = 0.1, clip_min: float = 0.0, clip_max: float = 1.0,
     eps: float | None = None, seed: int | None = None,
     jit_compile: bool = False,
-) -> tf.Tensor:
+) -> Any:
     """Carlini-Wagner L2 attack (arXiv 1608.04644, Sec. V.A).
 
     A minimum-norm attack: it has no eps-ball of its own; it returns, per
@@ -229,7 +282,7 @@ def cw_l2(
         targeted=targeted)
     del seed  # deterministic attack
     if batch == 0:
-        return tf.identity(x)
+        return ops.copy(x)
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     best_x, best_l2 = _binary_search(
         model, x32, y, batch, targeted=targeted, confidence=confidence,

@@ -54,18 +54,21 @@ Other choices, made for the short Adam budgets used here:
   background is not used).
 
 Everything is batched over the examples still running; each L2 solve is one
-compiled `tf.function` with the masks and per-example `c` as tensors.
+compiled function (`backends.compile_fn`) with the masks and per-example
+`c` as tensors.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from attacks.cw import _for_compile, _value_and_grad, adam_update
+from core import backends
 
 # A pixel whose largest channel change is below this fraction of the box is
 # "unchanged" (the tanh round trip alone moves pixels by ~1e-7).
@@ -79,76 +82,75 @@ def _gap(logits, y, targeted):
 
 
 def _succeeded(logits, y, gap, kappa, targeted):
-    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    hit = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
-    return tf.logical_and(hit, -gap >= kappa)
+    pred = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    hit = ops.equal(pred, y) if targeted else ops.not_equal(pred, y)
+    return ops.logical_and(hit, -gap >= kappa)
 
 
-def _l0_solve(model, x, y, w0, mask, const, lr, steps, lo, hi, kappa,
+def _l0_solve(model, x, y, w0, mask, const, lr, steps, lo, hi, kappa, *,
               targeted):
     """The L2 attack restricted to `mask` (`(batch, H, W, 1)`, 1 = allowed)
     for a fixed `const` per example.
 
     Runs Adam from `w0` until every example has an adversarial iterate or
-    `steps` steps were taken; an example stops moving at its first success.
+    `steps` steps were taken (one `keras.ops.while_loop`); an example stops
+    moving at its first success.
 
     Returns:
         solved: bool `(batch,)`;
         x_sol, w_sol: the successful iterate (`x` / `w0` where unsolved);
         w_end: the last iterate, the warm start of a retry.
     """
-    batch = tf.shape(x)[0]
-    b1 = tf.constant(primitives.ADAM_B1, tf.float32)
-    b2 = tf.constant(primitives.ADAM_B2, tf.float32)
+    batch = ops.shape(x)[0]
     allowed = mask > 0.5
-    w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)
-    x_sol, w_sol = x, w0
-    solved = tf.zeros([batch], tf.bool)
-    i = tf.constant(0)
+
+    def objective(w):
+        x_adv = ops.where(allowed, primitives.from_tanh_space(w, lo, hi), x)
+        l2sq = ops.sum(ops.square(x_adv - x), axis=(1, 2, 3))
+        logits = primitives.call_model(model, x_adv)
+        gap = _gap(logits, y, targeted)
+        total = ops.sum(l2sq + const * ops.maximum(gap, -kappa))
+        return total, (x_adv, logits, gap)
+
     # Iterates 0 .. steps are evaluated (the last one after `steps` steps).
-    while i <= steps and not tf.reduce_all(solved):
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            x_adv = tf.where(allowed, primitives.from_tanh_space(w, lo, hi), x)
-            l2sq = tf.reduce_sum(tf.square(x_adv - x), axis=[1, 2, 3])
-            logits = primitives.call_model(model, x_adv)
-            gap = _gap(logits, y, targeted)
-            total = tf.reduce_sum(l2sq + const * tf.maximum(gap, -kappa))
-        grad = tape.gradient(total, w)
-        if grad is None:  # known while tracing
-            raise ValueError(
-                "the model's logits have no gradient with respect to x (a "
-                "non-differentiable layer?); attack it through "
-                "attacks.bpda.bpda")
-        new = tf.logical_and(_succeeded(logits, y, gap, kappa, targeted),
-                             tf.logical_not(solved))
+    def cond(i, w, m, v, x_sol, w_sol, solved):
+        return ops.logical_and(i <= steps,
+                               ops.logical_not(ops.all(solved)))
+
+    def body(i, w, m, v, x_sol, w_sol, solved):
+        _, (x_adv, logits, gap), grad = _value_and_grad(objective, w)
+        new = ops.logical_and(_succeeded(logits, y, gap, kappa, targeted),
+                              ops.logical_not(solved))
         x_sol = primitives.select(new, x_adv, x_sol)
         w_sol = primitives.select(new, w, w_sol)
-        solved = tf.logical_or(solved, new)
-        t = tf.cast(i + 1, tf.float32)
-        m = b1 * m + (1.0 - b1) * grad
-        v = b2 * v + (1.0 - b2) * tf.square(grad)
-        step = lr * (m / (1.0 - tf.pow(b1, t))) / (
-            tf.sqrt(v / (1.0 - tf.pow(b2, t))) + primitives.ADAM_EPS)
+        solved = ops.logical_or(solved, new)
+        step, m, v = adam_update(w, m, v, grad, i, lr)
         w = primitives.select(solved, w, w - step)
-        i += 1
+        return i + 1, w, m, v, x_sol, w_sol, solved
+
+    init = (ops.convert_to_tensor(0, "int32"), w0, ops.zeros_like(w0),
+            ops.zeros_like(w0), x, w0, ops.zeros((batch,), "bool"))
+    _, w, _, _, x_sol, w_sol, solved = backends.while_loop(model, cond, body, init)
     return solved, x_sol, w_sol, w
 
 
-def _inspect(model, x_sol, y, kappa, targeted):
+def _inspect(model, x_sol, y, kappa, *, targeted):
     """`(success, d gap / d x)` at `x_sol`."""
-    with tf.GradientTape() as tape:
-        tape.watch(x_sol)
-        logits = primitives.call_model(model, x_sol)
+
+    def objective(x_in):
+        logits = primitives.call_model(model, x_in)
         gap = _gap(logits, y, targeted)
-        total = tf.reduce_sum(gap)
-    grad = tape.gradient(total, x_sol)
+        return ops.sum(gap), (logits, gap)
+
+    _, (logits, gap), grad = _value_and_grad(objective, x_sol)
     return _succeeded(logits, y, gap, kappa, targeted), grad
 
 
-_SOLVE = tf.function(_l0_solve, reduce_retracing=True)
-_SOLVE_XLA = tf.function(_l0_solve, reduce_retracing=True, jit_compile=True)
-_INSPECT = tf.function(_inspect, reduce_retracing=True)
+_STATIC = ("targeted",)
+_SOLVE = backends.compile_fn(_l0_solve, static_argnames=_STATIC)
+_SOLVE_XLA = backends.compile_fn(_l0_solve, jit_compile=True,
+                                 static_argnames=_STATIC)
+_INSPECT = backends.compile_fn(_inspect, static_argnames=_STATIC)
 
 
 def _check_args(confidence, c_init, c_max, steps, learning_rate,
@@ -180,18 +182,19 @@ def _record(model, x_np, y, ok, sol, negligible, kappa, targeted, best_x,
     # Record the point, negligible changes reset to x where it stays
     # adversarial; the gradient at the point scores the pixels.
     clean = np.where(moved, sol, x_np[ok])
-    y_ok = tf.gather(y, ok)
-    still, _ = _INSPECT(model, tf.constant(clean), y_ok, kappa,
-                        bool(targeted))
-    _, grad = _INSPECT(model, tf.constant(sol), y_ok, kappa,
-                       bool(targeted))
-    still = still.numpy()
+    y_ok = ops.take(y, ops.convert_to_tensor(ok), axis=0)
+    still, _ = _INSPECT(model, ops.convert_to_tensor(clean), y_ok, kappa,
+                        targeted=bool(targeted))
+    _, grad = _INSPECT(model, ops.convert_to_tensor(sol), y_ok, kappa,
+                       targeted=bool(targeted))
+    still = ops.convert_to_numpy(still)
     point = np.where(still[:, None, None, None], clean, sol)
     count = np.sum(np.any(point != x_np[ok], axis=-1), axis=(1, 2))
     better = count < best_count[ok]
     best_x[ok[better]] = point[better]
     best_count[ok[better]] = count[better]
-    return moved, np.sum(np.abs(grad.numpy() * delta), axis=-1)
+    return moved, np.sum(np.abs(ops.convert_to_numpy(grad) * delta),
+                         axis=-1)
 
 
 def _shrink(mask, active, ok, moved, score, prune_fraction):
@@ -220,38 +223,40 @@ def _search(model, x32, y, batch, *, targeted, confidence, c_init, c_max,
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     kappa = primitives.as_scalar(confidence)
     lr = primitives.as_scalar(learning_rate)
-    steps_t = tf.constant(int(steps), tf.int32)
+    steps_t = ops.convert_to_tensor(int(steps), "int32")
     solve = _SOLVE_XLA if jit_compile else _SOLVE
+    model = _for_compile(model)
     negligible = _NEGLIGIBLE * (clip_max - clip_min)
 
-    x_np = x32.numpy()
+    x_np = ops.convert_to_numpy(x32)
     mask = np.ones(x_np.shape[:3] + (1,), bool)
     const = np.full(batch, float(c_init), np.float64)
     active = np.ones(batch, bool)
     best_x = x_np.copy()
     best_count = np.full(batch, np.iinfo(np.int64).max, np.int64)
-    w_warm = primitives.to_tanh_space(x32, lo, hi).numpy()
+    w_warm = ops.convert_to_numpy(primitives.to_tanh_space(x32, lo, hi))
     for _ in range(int(max_rounds)):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        x_i, y_i = tf.gather(x32, idx), tf.gather(y, idx)
+        idx_t = ops.convert_to_tensor(idx)
+        x_i, y_i = ops.take(x32, idx_t, axis=0), ops.take(y, idx_t, axis=0)
         solved, x_sol, w_sol, w_end = solve(
-            model, x_i, y_i, tf.constant(w_warm[idx]),
-            tf.constant(mask[idx], tf.float32),
-            tf.constant(const[idx], tf.float32), lr, steps_t, lo, hi, kappa,
-            bool(targeted))
-        solved = solved.numpy()
+            model, x_i, y_i, ops.convert_to_tensor(w_warm[idx]),
+            ops.convert_to_tensor(mask[idx].astype(np.float32)),
+            ops.convert_to_tensor(const[idx].astype(np.float32)), lr,
+            steps_t, lo, hi, kappa, targeted=bool(targeted))
+        solved = ops.convert_to_numpy(solved)
         # Failure: double c, retry from the last iterate (same set).
         bad = idx[~solved]
         const[bad] *= 2.0
-        w_warm[bad] = w_end.numpy()[~solved]
+        w_warm[bad] = ops.convert_to_numpy(w_end)[~solved]
         active[bad[const[bad] > c_max]] = False
         if not solved.any():
             continue
         ok = idx[solved]
-        sol = x_sol.numpy()[solved]
-        w_warm[ok] = w_sol.numpy()[solved]
+        sol = ops.convert_to_numpy(x_sol)[solved]
+        w_warm[ok] = ops.convert_to_numpy(w_sol)[solved]
         moved, score = _record(model, x_np, y, ok, sol, negligible, kappa,
                                targeted, best_x, best_count)
         _shrink(mask, active, ok, moved, score, prune_fraction)
@@ -262,19 +267,20 @@ def _finish(x, x32, best_x, clip_min, clip_max):
     """`best_x` in the dtype of `x`, inside the box; unchanged pixels and
     failures are `x` itself, bit for bit."""
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
-    out = tf.cast(tf.clip_by_value(tf.constant(best_x), lo, hi), x.dtype)
+    out = ops.cast(ops.clip(ops.convert_to_tensor(best_x), lo, hi), x.dtype)
     # Unchanged pixels and failures are x itself, bit for bit.
-    return tf.where(tf.constant(best_x != x32.numpy()), out, x)
+    changed = best_x != ops.convert_to_numpy(x32)
+    return ops.where(ops.convert_to_tensor(changed), out, x)
 
 
 @register_attack("cw_l0")
 def cw_l0(
-    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *,
+    model: Callable, x: Any, y: Any | None, *,
     targeted: bool = False, confidence: float = 0.0, c_init: float = 1.0,
     c_max: float = 100.0, steps: int = 50, learning_rate: float = 0.05,
     prune_fraction: float = 0.1, max_rounds: int = 200, clip_min: float = 0.0,
     clip_max: float = 1.0, seed: int | None = None, jit_compile: bool = False,
-) -> tf.Tensor:
+) -> Any:
     """Carlini-Wagner L0 attack (arXiv 1608.04644, Sec. V.B).
 
     A minimum-L0 attack: per example, the adversarial example with the
@@ -327,8 +333,8 @@ def cw_l0(
 
     Example:
         >>> x_adv = cw_l0(model, x, y, steps=100)
-        >>> pixels = tf.reduce_sum(tf.cast(tf.reduce_any(
-        ...     x_adv != x, axis=-1), tf.int32), axis=[1, 2])
+        >>> pixels = np.sum(np.any(np.asarray(x_adv) != np.asarray(x),
+        ...                        axis=-1), axis=(1, 2))
     """
     _check_args(confidence, c_init, c_max, steps, learning_rate,
                 prune_fraction, max_rounds)
@@ -337,7 +343,7 @@ def cw_l0(
         targeted=targeted)
     del seed  # deterministic attack
     if batch == 0:
-        return tf.identity(x)
+        return ops.copy(x)
     best_x = _search(
         model, x32, y, batch, targeted=targeted, confidence=confidence,
         c_init=c_init, c_max=c_max, steps=steps, learning_rate=learning_rate,

@@ -57,9 +57,10 @@ Pixels exactly at `clip_min` or `clip_max` hardly move in tanh space
 (`tanh'` is ~1e-6 there, the paper's parametrisation too), so unlike PGD
 this attack barely uses them (on Fashion-MNIST: the black background).
 
-Each Adam solve is one compiled `tf.function` over the batch of still
-running examples, with `tau` and `c` as per-example tensors (no retrace per
-value); examples that succeed stop moving and the loop exits when all have.
+Each Adam solve is one compiled function (`backends.compile_fn`) over
+the batch of still running examples, with `tau` and `c` as per-example
+tensors (no retrace per value); examples that succeed stop moving and the
+loop exits when all have.
 
 Adam is written out on tensors as in `attacks.cw` (fresh moments per
 solve), so no Keras optimizer variables are created inside the loop.
@@ -67,13 +68,15 @@ solve), so no Keras optimizer variables are created inside the loop.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from attacks.cw import _for_compile, _value_and_grad, adam_update
+from core import backends
 
 # A solve counts as within tau when ||x' - x||_inf <= tau * (1 + slack):
 # Adam iterates hover around the hinge, and an exact test would rarely see
@@ -89,26 +92,27 @@ def _linf_objective(model, x, y, w, const, tau, lo, hi, kappa, targeted):
     """`(x', ||x' - x||_inf, loss, success)` at `w`, per example."""
     x_adv = primitives.from_tanh_space(w, lo, hi)
     delta = x_adv - x
-    linf = tf.reduce_max(tf.abs(delta), axis=[1, 2, 3])
-    tau_b = tf.reshape(tau, [-1, 1, 1, 1])
-    penalty = tf.reduce_sum(tf.nn.relu(tf.abs(delta) - tau_b), axis=[1, 2, 3])
+    linf = ops.max(ops.abs(delta), axis=(1, 2, 3))
+    tau_b = ops.reshape(tau, (-1, 1, 1, 1))
+    penalty = ops.sum(ops.relu(ops.abs(delta) - tau_b), axis=(1, 2, 3))
     logits = primitives.call_model(model, x_adv)
     z_y, z_other = primitives.logit_margins(logits, y)
     gap = (z_other - z_y) if targeted else (z_y - z_other)
-    loss = const * tf.maximum(gap, -kappa) + penalty
-    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    hit = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
-    succ = tf.logical_and(hit, -gap >= kappa)
+    loss = const * ops.maximum(gap, -kappa) + penalty
+    pred = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    hit = ops.equal(pred, y) if targeted else ops.not_equal(pred, y)
+    succ = ops.logical_and(hit, -gap >= kappa)
     return x_adv, linf, loss, succ
 
 
-def _linf_solve(model, x, y, w0, const, tau, lr, steps, lo, hi, kappa,
+def _linf_solve(model, x, y, w0, const, tau, lr, steps, lo, hi, kappa, *,
                 targeted):
     """One penalised solve per example for fixed `(c, tau)`.
 
     Runs Adam from `w0` until every example has succeeded (adversarial with
-    `||delta||_inf <= tau`, slack included) or `steps` steps were taken;
-    an example stops moving at its first success.
+    `||delta||_inf <= tau`, slack included) or `steps` steps were taken
+    (one `keras.ops.while_loop`); an example stops moving at its first
+    success.
 
     Returns:
         best_x, best_linf: the smallest-L-inf adversarial iterate seen
@@ -119,54 +123,50 @@ def _linf_solve(model, x, y, w0, const, tau, lr, steps, lo, hi, kappa,
         w_end: the last iterate with its perturbation clipped to
             `[-tau, tau]` (the warm start of a retry after a failure).
     """
-    batch = tf.shape(x)[0]
-    inf = tf.fill([batch], np.float32(np.inf))
-    b1 = tf.constant(primitives.ADAM_B1, tf.float32)
-    b2 = tf.constant(primitives.ADAM_B2, tf.float32)
+    batch = ops.shape(x)[0]
+    inf = ops.full((batch,), np.float32(np.inf), "float32")
     bound = tau * (1.0 + _TAU_SLACK)
-    w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)
-    best_x, best_linf = x, inf
-    w_sol, linf_sol = w0, inf
-    solved = tf.zeros([batch], tf.bool)
-    i = tf.constant(0)
+
+    def objective(w):
+        x_adv, linf, loss, succ = _linf_objective(
+            model, x, y, w, const, tau, lo, hi, kappa, targeted)
+        return ops.sum(loss), (x_adv, linf, succ)
+
     # Iterates 0 .. steps are evaluated (the last one after `steps` steps).
-    while i <= steps and not tf.reduce_all(solved):
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            x_adv, linf, loss, succ = _linf_objective(
-                model, x, y, w, const, tau, lo, hi, kappa, targeted)
-            total = tf.reduce_sum(loss)
-        grad = tape.gradient(total, w)
-        if grad is None:  # known while tracing
-            raise ValueError(
-                "the model's logits have no gradient with respect to x (a "
-                "non-differentiable layer?); attack it through "
-                "attacks.bpda.bpda")
-        take = tf.logical_and(succ, linf < best_linf)
-        best_linf = tf.where(take, linf, best_linf)
+    def cond(i, w, m, v, best_x, best_linf, w_sol, linf_sol, solved):
+        return ops.logical_and(i <= steps,
+                               ops.logical_not(ops.all(solved)))
+
+    def body(i, w, m, v, best_x, best_linf, w_sol, linf_sol, solved):
+        _, (x_adv, linf, succ), grad = _value_and_grad(objective, w)
+        take = ops.logical_and(succ, linf < best_linf)
+        best_linf = ops.where(take, linf, best_linf)
         best_x = primitives.select(take, x_adv, best_x)
-        new = tf.logical_and(tf.logical_and(succ, linf <= bound),
-                             tf.logical_not(solved))
+        new = ops.logical_and(ops.logical_and(succ, linf <= bound),
+                              ops.logical_not(solved))
         w_sol = primitives.select(new, w, w_sol)
-        linf_sol = tf.where(new, linf, linf_sol)
-        solved = tf.logical_or(solved, new)
-        t = tf.cast(i + 1, tf.float32)
-        m = b1 * m + (1.0 - b1) * grad
-        v = b2 * v + (1.0 - b2) * tf.square(grad)
-        step = lr * (m / (1.0 - tf.pow(b1, t))) / (
-            tf.sqrt(v / (1.0 - tf.pow(b2, t))) + primitives.ADAM_EPS)
+        linf_sol = ops.where(new, linf, linf_sol)
+        solved = ops.logical_or(solved, new)
+        step, m, v = adam_update(w, m, v, grad, i, lr)
         w = primitives.select(solved, w, w - step)
-        i += 1
+        return i + 1, w, m, v, best_x, best_linf, w_sol, linf_sol, solved
+
+    init = (ops.convert_to_tensor(0, "int32"), w0, ops.zeros_like(w0),
+            ops.zeros_like(w0), x, inf, w0, inf, ops.zeros((batch,), "bool"))
+    (_, w, _, _, best_x, best_linf, w_sol, linf_sol,
+     solved) = backends.while_loop(model, cond, body, init)
     # A failed solve hands on its last iterate, moved into the tau-box.
     x_end = primitives.from_tanh_space(w, lo, hi)
-    tau_b = tf.reshape(tau, [-1, 1, 1, 1])
-    x_end = x + tf.clip_by_value(x_end - x, -tau_b, tau_b)
+    tau_b = ops.reshape(tau, (-1, 1, 1, 1))
+    x_end = x + ops.clip(x_end - x, -tau_b, tau_b)
     return (best_x, best_linf, solved, w_sol, linf_sol,
             primitives.to_tanh_space(x_end, lo, hi))
 
 
-_SOLVE = tf.function(_linf_solve, reduce_retracing=True)
-_SOLVE_XLA = tf.function(_linf_solve, reduce_retracing=True, jit_compile=True)
+_STATIC = ("targeted",)
+_SOLVE = backends.compile_fn(_linf_solve, static_argnames=_STATIC)
+_SOLVE_XLA = backends.compile_fn(_linf_solve, jit_compile=True,
+                                 static_argnames=_STATIC)
 
 
 def _check_args(confidence, c_init, c_max, tau_init, tau_decay, steps,
@@ -197,35 +197,40 @@ def _search(model, x32, y, batch, *, targeted, confidence, c_init, c_max,
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     kappa = primitives.as_scalar(confidence)
     lr = primitives.as_scalar(learning_rate)
-    steps_t = tf.constant(int(steps), tf.int32)
+    steps_t = ops.convert_to_tensor(int(steps), "int32")
     solve = _SOLVE_XLA if jit_compile else _SOLVE
+    model = _for_compile(model)
     floor = _TAU_FLOOR * (clip_max - clip_min)
 
     tau = np.full(batch, float(tau_init), np.float64)
     const = np.full(batch, float(c_init), np.float64)
     active = np.ones(batch, bool)
     best_linf = np.full(batch, np.inf, np.float32)
-    best_x = x32.numpy()
-    w_warm = primitives.to_tanh_space(x32, lo, hi).numpy()
+    best_x = ops.convert_to_numpy(x32)
+    w_warm = ops.convert_to_numpy(primitives.to_tanh_space(x32, lo, hi))
     for _ in range(int(max_rounds)):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
+        idx_t = ops.convert_to_tensor(idx)
         run_x, run_linf, solved, w_sol, linf_sol, w_end = solve(
-            model, tf.gather(x32, idx), tf.gather(y, idx),
-            tf.constant(w_warm[idx]), tf.constant(const[idx], tf.float32),
-            tf.constant(tau[idx], tf.float32), lr, steps_t, lo, hi, kappa,
-            bool(targeted))
-        run_linf, solved = run_linf.numpy(), solved.numpy()
+            model, ops.take(x32, idx_t, axis=0), ops.take(y, idx_t, axis=0),
+            ops.convert_to_tensor(w_warm[idx]),
+            ops.convert_to_tensor(const[idx].astype(np.float32)),
+            ops.convert_to_tensor(tau[idx].astype(np.float32)), lr, steps_t,
+            lo, hi, kappa, targeted=bool(targeted))
+        run_linf = ops.convert_to_numpy(run_linf)
+        solved = ops.convert_to_numpy(solved)
         better = run_linf < best_linf[idx]
         best_linf[idx[better]] = run_linf[better]
-        best_x[idx[better]] = run_x.numpy()[better]
+        best_x[idx[better]] = ops.convert_to_numpy(run_x)[better]
         # Success: shrink tau, warm-start from the solution. Failure: double
         # c and continue from where the solve ended; stop once c > c_max.
         ok, bad = idx[solved], idx[~solved]
-        tau[ok] = tau_decay * np.minimum(tau[ok], linf_sol.numpy()[solved])
-        w_warm[ok] = w_sol.numpy()[solved]
-        w_warm[bad] = w_end.numpy()[~solved]
+        tau[ok] = tau_decay * np.minimum(
+            tau[ok], ops.convert_to_numpy(linf_sol)[solved])
+        w_warm[ok] = ops.convert_to_numpy(w_sol)[solved]
+        w_warm[bad] = ops.convert_to_numpy(w_end)[~solved]
         const[bad] *= 2.0
         active[bad[const[bad] > c_max]] = False
         active[ok[tau[ok] < floor]] = False
@@ -236,26 +241,25 @@ def _finish(x, x32, best_x, best_linf, eps, clip_min, clip_max):
     """`x_adv` in the dtype of `x`: the best point, clipped to the `eps`
     box when given; `x` itself, bit for bit, where none was found."""
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
-    found = tf.constant(np.isfinite(best_linf))
-    x_adv = tf.clip_by_value(tf.constant(best_x), lo, hi)
+    found = ops.convert_to_tensor(np.isfinite(best_linf))
+    x_adv = ops.clip(ops.convert_to_tensor(best_x), lo, hi)
     if eps is not None:
         e = primitives.as_scalar(eps)
-        x_adv = tf.clip_by_value(x32 + tf.clip_by_value(x_adv - x32, -e, e),
-                                 lo, hi)
-    out = tf.cast(x_adv, x.dtype)
+        x_adv = ops.clip(x32 + ops.clip(x_adv - x32, -e, e), lo, hi)
+    out = ops.cast(x_adv, x.dtype)
     # Failures are x itself, bit for bit (not a float32 round trip).
-    return tf.where(tf.reshape(found, [-1, 1, 1, 1]), out, x)
+    return ops.where(ops.reshape(found, (-1, 1, 1, 1)), out, x)
 
 
 @register_attack("cw_linf")
 def cw_linf(
-    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *,
+    model: Callable, x: Any, y: Any | None, *,
     targeted: bool = False, confidence: float = 0.0, c_init: float = 1e-3,
     c_max: float = 20.0, tau_init: float = 1.0, tau_decay: float = 0.9,
     steps: int = 50, learning_rate: float = 0.05, max_rounds: int = 200,
     clip_min: float = 0.0, clip_max: float = 1.0, eps: float | None = None,
     seed: int | None = None, jit_compile: bool = False,
-) -> tf.Tensor:
+) -> Any:
     """Carlini-Wagner L-inf attack (arXiv 1608.04644, Sec. V.C).
 
     A minimum-norm attack: per example, the smallest-L-inf adversarial
@@ -307,7 +311,7 @@ def cw_linf(
 
     Example:
         >>> x_adv = cw_linf(model, x, y, steps=100)
-        >>> linf = tf.reduce_max(tf.abs(x_adv - x), axis=[1, 2, 3])
+        >>> linf = ops.max(ops.abs(x_adv - x), axis=(1, 2, 3))
     """
     _check_args(confidence, c_init, c_max, tau_init, tau_decay, steps,
                 learning_rate, max_rounds)
@@ -316,7 +320,7 @@ def cw_linf(
         targeted=targeted)
     del seed  # deterministic attack
     if batch == 0:
-        return tf.identity(x)
+        return ops.copy(x)
     best_x, best_linf = _search(
         model, x32, y, batch, targeted=targeted, confidence=confidence,
         c_init=c_init, c_max=c_max, tau_init=tau_init, tau_decay=tau_decay,

@@ -27,15 +27,19 @@ iteration is exactly Alg. 2.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 
 _TINY = 1e-12
+_NO_GRADIENT = (
+    "the model's logits have no gradient with respect to x (a "
+    "non-differentiable layer?); attack it through attacks.bpda.bpda")
 
 
 def _validate(norm, steps, overshoot, num_classes, eps, clip_min, clip_max):
@@ -59,80 +63,127 @@ def _validate(norm, steps, overshoot, num_classes, eps, clip_min, clip_max):
 
 def _sum_over_pixels(v):
     """Sum over all axes after the first two: `(batch, k, ...) -> (batch, k)`."""
-    return tf.reduce_sum(v, axis=tf.range(2, tf.rank(v)))
+    return ops.sum(v, axis=tuple(range(2, len(v.shape))))
+
+
+def _gather(v, index):
+    """`v[b, index[b]]` per example (an exact gather on axis 1)."""
+    index = ops.reshape(index, (-1,) + (1,) * (len(v.shape) - 1))
+    return ops.take_along_axis(v, index, axis=1)[:, 0]
+
+
+def _batch_jacobian(model, x_cur, idx):
+    """`d logits[b, idx[b, j]] / d x_cur[b]`, float32 `(batch, n, ...)`
+    for `idx` int `(batch, n)`: one gradient of the model run on `n` copies
+    of the batch, copy `j` carrying the objective of column `j` (what
+    TensorFlow's `GradientTape.batch_jacobian` gives for per-example
+    models)."""
+    n = ops.shape(idx)[1]
+    rank = len(x_cur.shape)
+    x_rep = ops.tile(x_cur, (n,) + (1,) * (rank - 1))  # (n * batch, ...)
+    idx_rep = ops.reshape(ops.transpose(idx), (-1,))  # copy j: column j
+
+    def objective(x_in):
+        logits = ops.cast(primitives.call_model(model, x_in), "float32")
+        return ops.sum(_gather(logits, idx_rep)), ()
+
+    try:
+        _, _, grad = backends.value_and_grad(objective, x_rep)
+    except ValueError as err:  # TensorFlow: no gradient (while tracing)
+        if "no gradient" not in str(err):
+            raise
+        raise ValueError(_NO_GRADIENT) from None
+    grad = ops.reshape(grad, (n, -1) + tuple(ops.shape(x_cur)[1:]))
+    return ops.transpose(grad, (1, 0) + tuple(range(2, rank + 1)))
+
+
+def _step(model, x, idx, is_label, r_total, x_cur, picked, active, bounds,
+          norm):
+    """One DeepFool step: the box-aware linearisation at `x_cur` and the
+    step to the nearest linearised boundary, added to `r_total` where
+    `active`; returns the new `r_total`, consistent with the box."""
+    scale, clip_min, clip_max = bounds
+    jac = _batch_jacobian(model, x_cur, idx)  # (batch, 1 + K, ...)
+    w = jac[:, 1:] - jac[:, :1]  # (batch, K, ...)
+    # Box-aware linearisation: components that would push a pixel
+    # already at a bound out of the box cannot move it; drop them.
+    at_lo = ops.expand_dims(x_cur <= clip_min, 1)
+    at_hi = ops.expand_dims(x_cur >= clip_max, 1)
+    blocked = ops.logical_or(ops.logical_and(at_lo, w < 0),
+                             ops.logical_and(at_hi, w > 0))
+    w = ops.where(blocked, ops.zeros_like(w), w)
+    f = picked[:, 1:] - picked[:, :1]  # (batch, K)
+    if norm == "inf":
+        w_dual = _sum_over_pixels(ops.abs(w))  # ||w||_1
+    else:
+        w_dual = ops.sqrt(_sum_over_pixels(ops.square(w)))  # ||w||_2
+    dist = ops.abs(f) / (w_dual + _TINY)
+    dist = ops.where(is_label, ops.full(ops.shape(dist), np.inf), dist)
+    best = ops.cast(ops.argmin(dist, axis=1), "int32")
+    w_l = _gather(w, best)  # (batch, ...)
+    f_l = ops.abs(_gather(f, best))  # (batch,)
+    n_l = _gather(w_dual, best)
+    shape = (-1,) + (1,) * (len(x.shape) - 1)
+    if norm == "inf":
+        r = ops.reshape(f_l / (n_l + _TINY), shape) * ops.sign(w_l)
+    else:
+        r = ops.reshape(f_l / (ops.square(n_l) + _TINY), shape) * w_l
+    r_total = r_total + primitives.select(active, r, ops.zeros_like(r))
+    # Keep r_total consistent with the box (no hidden excess beyond it).
+    return (ops.clip(x + scale * r_total, clip_min, clip_max) - x) / scale
 
 
 def _deepfool_loop(model, x, y, cand, steps, overshoot, clip_min, clip_max,
-                   norm):
-    """Returns the accumulated perturbation `r_total` (before overshoot)."""
-    batch = tf.shape(x)[0]
-    idx = tf.concat([y[:, None], cand], axis=1)  # (batch, 1 + K)
+                   *, norm):
+    """Returns the accumulated perturbation `r_total` (before overshoot).
+    One `keras.ops.while_loop` that stops once no example is active.
+
+    The loop carries `scale * r_total` too, computed where `r_total` is:
+    `x_cur = clip(x + scale * r_total)` then cannot become one fused
+    multiply-add (as XLA would make it), whose different rounding decides
+    differently whether a pixel the box clipped lies exactly on the bound
+    (the box-aware step's test)."""
+    idx = ops.concatenate([y[:, None], cand], axis=1)  # (batch, 1 + K)
     # Candidates equal to the label are not boundaries: masked out.
-    is_label = tf.equal(cand, y[:, None])
-    r_total = tf.zeros_like(x)
-    scale = 1.0 + overshoot
-    for _ in tf.range(steps):
-        x_cur = tf.clip_by_value(x + scale * r_total, clip_min, clip_max)
-        with tf.GradientTape() as tape:
-            tape.watch(x_cur)
-            logits = tf.cast(primitives.call_model(model, x_cur), tf.float32)
-            picked = tf.gather(logits, idx, batch_dims=1)  # (batch, 1 + K)
-        active = tf.equal(
-            tf.argmax(logits, axis=-1, output_type=tf.int32), y)
-        if not tf.reduce_any(active):
-            break
-        jac = tape.batch_jacobian(picked, x_cur)  # (batch, 1 + K, ...)
-        if jac is None:
-            raise ValueError(
-                "the model's logits have no gradient with respect to x (a "
-                "non-differentiable layer?); attack it through "
-                "attacks.bpda.bpda")
-        w = jac[:, 1:] - jac[:, :1]  # (batch, K, ...)
-        # Box-aware linearisation: components that would push a pixel
-        # already at a bound out of the box cannot move it; drop them.
-        at_lo = tf.expand_dims(x_cur <= clip_min, 1)
-        at_hi = tf.expand_dims(x_cur >= clip_max, 1)
-        blocked = tf.logical_or(tf.logical_and(at_lo, w < 0),
-                                tf.logical_and(at_hi, w > 0))
-        w = tf.where(blocked, tf.zeros_like(w), w)
-        f = picked[:, 1:] - picked[:, :1]  # (batch, K)
-        if norm == "inf":
-            w_dual = _sum_over_pixels(tf.abs(w))  # ||w||_1
-        else:
-            w_dual = tf.sqrt(_sum_over_pixels(tf.square(w)))  # ||w||_2
-        dist = tf.abs(f) / (w_dual + _TINY)
-        dist = tf.where(is_label, tf.fill(tf.shape(dist), np.inf), dist)
-        best = tf.argmin(dist, axis=1, output_type=tf.int32)
-        w_l = tf.gather(w, best, batch_dims=1)  # (batch, ...)
-        f_l = tf.abs(tf.gather(f, best, batch_dims=1))  # (batch,)
-        n_l = tf.gather(w_dual, best, batch_dims=1)
-        shape = tf.concat([[batch], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
-        if norm == "inf":
-            r = tf.reshape(f_l / (n_l + _TINY), shape) * tf.sign(w_l)
-        else:
-            r = tf.reshape(f_l / (tf.square(n_l) + _TINY), shape) * w_l
-        r_total = r_total + primitives.select(active, r, tf.zeros_like(r))
-        # Keep r_total consistent with the box (no hidden excess beyond it).
-        r_total = (tf.clip_by_value(x + scale * r_total, clip_min, clip_max)
-                   - x) / scale
-    return r_total
+    is_label = ops.equal(cand, y[:, None])
+    bounds = (1.0 + overshoot, clip_min, clip_max)
+
+    def body(i, r_total, scaled, go):
+        x_cur = ops.clip(x + scaled, clip_min, clip_max)
+        logits = ops.cast(primitives.call_model(model, x_cur), "float32")
+        picked = ops.take_along_axis(logits, idx, axis=1)  # (batch, 1 + K)
+        active = ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"),
+                           y)
+        go = ops.any(active)
+        r_total = ops.cond(go, lambda: _step(
+            model, x, idx, is_label, r_total, x_cur, picked, active, bounds,
+            norm), lambda: r_total)
+        return i + 1, r_total, bounds[0] * r_total, go
+
+    def cond(i, r_total, scaled, go):
+        return ops.logical_and(i < steps, go)
+
+    start = (ops.convert_to_tensor(0, "int32"), ops.zeros_like(x),
+             ops.zeros_like(x), ops.convert_to_tensor(True))
+    return backends.while_loop(model, cond, body, start)[1]
 
 
-_LOOP = tf.function(_deepfool_loop, reduce_retracing=True)
-_LOOP_XLA = tf.function(_deepfool_loop, reduce_retracing=True,
-                        jit_compile=True)
+_STATIC = ("norm",)
+_LOOP = backends.compile_fn(_deepfool_loop, static_argnames=_STATIC)
+_LOOP_XLA = backends.compile_fn(_deepfool_loop, jit_compile=True,
+                                static_argnames=_STATIC)
 
 
 def _candidates(model, x32, y, num_classes):
     """The int32 labels `(batch,)` (the predictions when `y` is None) and
     the `num_classes` highest-scoring classes at `x32`, `(batch, K)`."""
-    logits0 = tf.cast(primitives.call_model(model, x32), tf.float32)
+    logits0 = ops.cast(primitives.call_model(model, x32), "float32")
     if y is None:
-        y = tf.argmax(logits0, axis=-1, output_type=tf.int32)
-    y = tf.cast(y, tf.int32)
+        y = ops.argmax(logits0, axis=-1)
+    y = ops.cast(y, "int32")
     k = min(int(num_classes), int(logits0.shape[-1]))
-    cand = tf.math.top_k(logits0, k=k).indices
-    return y, tf.cast(cand, tf.int32)
+    cand = ops.top_k(logits0, k=k)[1]
+    return y, ops.cast(cand, "int32")
 
 
 def _attack(model, x32, y, *, norm, steps, overshoot, num_classes, eps,
@@ -143,19 +194,20 @@ def _attack(model, x32, y, *, norm, steps, overshoot, num_classes, eps,
     over = primitives.as_scalar(overshoot)
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
     loop = _LOOP_XLA if jit_compile else _LOOP
-    r_total = loop(model, x32, y, cand, tf.constant(int(steps), tf.int32),
-                   over, lo, hi, norm)
+    r_total = loop(model, x32, y, cand,
+                   ops.convert_to_tensor(int(steps), "int32"), over, lo, hi,
+                   norm=norm)
     delta = (1.0 + over) * r_total
     if eps is not None:
         delta = primitives.project(delta, primitives.as_scalar(eps), norm)
-    return tf.clip_by_value(x32 + delta, lo, hi)
+    return ops.clip(x32 + delta, lo, hi)
 
 
 @register_attack("deepfool")
 def deepfool(
     model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None = None,
+    x: Any,
+    y: Any | None = None,
     *,
     norm: str = "2",
     steps: int = 50,
@@ -166,7 +218,7 @@ def deepfool(
     clip_max: float = 1.0,
     seed: int | None = None,
     jit_compile: bool = False,
-) -> tf.Tensor:
+) -> Any:
     """DeepFool (Moosavi-Dezfooli, Fawzi, Frossard 2016, arXiv 1511.04599,
     Alg. 2; L-inf via Sec. 3.3 / Eq. 10 with the L1 dual norm).
 
@@ -215,9 +267,9 @@ def deepfool(
     del seed  # deterministic
     _validate(norm, steps, overshoot, num_classes, eps, clip_min, clip_max)
     primitives.check_inputs(x, y, clip_min, clip_max)
-    x = tf.convert_to_tensor(x)
-    x_adv = _attack(model, tf.cast(x, tf.float32), y, norm=norm, steps=steps,
+    x = ops.convert_to_tensor(x)
+    x_adv = _attack(model, ops.cast(x, "float32"), y, norm=norm, steps=steps,
                     overshoot=overshoot, num_classes=num_classes, eps=eps,
                     clip_min=clip_min, clip_max=clip_max,
                     jit_compile=jit_compile)
-    return tf.cast(x_adv, x.dtype)
+    return ops.cast(x_adv, x.dtype)

@@ -38,15 +38,15 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from core.keras_internals import flatten_layers
 
 
-def _call(model: Callable, x: tf.Tensor, training: bool) -> tf.Tensor:
+def _call(model: Callable, x: Any, training: bool) -> Any:
     if isinstance(model, keras.layers.Layer):
         return model(x, training=training)
     return model(x)
@@ -81,23 +81,21 @@ class EOTModel:
         self.eot_samples = int(samples)
         self.batched = bool(batched)
 
-    def __call__(self, x, training: bool = False) -> tf.Tensor:
-        x = tf.convert_to_tensor(x)
+    def __call__(self, x, training: bool = False) -> Any:
+        x = ops.convert_to_tensor(x)
         k = self.eot_samples
         if k == 1:
             return _call(self.wrapped, x, training)
         if self.batched:
-            batch = tf.shape(x)[0]
-            tiled = tf.tile(x, tf.concat([[k], tf.ones(tf.rank(x) - 1,
-                                                        tf.int32)], 0))
+            tiled = ops.tile(x, (k,) + (1,) * (len(x.shape) - 1))
             logits = _call(self.wrapped, tiled, training)
-            classes = tf.shape(logits)[1:]
-            logits = tf.reshape(logits, tf.concat([[k, batch], classes], 0))
-            return tf.reduce_mean(logits, axis=0)
+            logits = ops.reshape(
+                logits, (k, ops.shape(x)[0]) + tuple(ops.shape(logits)[1:]))
+            return ops.mean(logits, axis=0)
         total = _call(self.wrapped, x, training)
         for _ in range(k - 1):
             total = total + _call(self.wrapped, x, training)
-        return total / tf.cast(k, total.dtype)
+        return total / ops.cast(k, total.dtype)
 
     def __repr__(self) -> str:
         return (f"EOTModel(wrapped={self.wrapped!r}, "

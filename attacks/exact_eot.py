@@ -18,10 +18,10 @@ choice when the set is large (12,528 patterns at ImageNet size).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from layers.random_resize_pad import RandomResizePad
 
@@ -30,7 +30,7 @@ MAX_PATTERNS = 512
 
 
 def exact_eot(model: keras.Model, *, max_patterns: int = MAX_PATTERNS
-              ) -> Callable[..., tf.Tensor]:
+              ) -> Callable[..., Any]:
     """The exact expectation of a Functional model's logits over the
     patterns of its one active `RandomResizePad` layer.
 
@@ -72,14 +72,15 @@ def exact_eot(model: keras.Model, *, max_patterns: int = MAX_PATTERNS
             f"{max_patterns}; use the sampled attacks.eot(model, samples)")
     head = keras.Model(model.inputs, layer.input)
     tail = keras.Model(layer.output, model.outputs)
-    probs = tf.constant([p for *_, p in patterns], tf.float32)
+    probs = ops.convert_to_tensor([p for *_, p in patterns], "float32")
 
-    def fn(x, training: bool = False) -> tf.Tensor:
+    def fn(x, training: bool = False) -> Any:
         z = head(x, training=training)
         views = [layer.transform(z, rnd, top, left)
                  for rnd, top, left, _ in patterns]
-        logits = tail(tf.concat(views, 0), training=training)
-        logits = tf.reshape(logits, [len(patterns), tf.shape(x)[0], -1])
-        return tf.einsum("k,kbc->bc", probs, logits)
+        logits = tail(ops.concatenate(views, 0), training=training)
+        logits = ops.reshape(logits,
+                             (len(patterns), ops.shape(z)[0], -1))
+        return ops.einsum("k,kbc->bc", probs, logits)
 
     return fn

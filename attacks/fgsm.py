@@ -9,9 +9,7 @@ at `x`, which is how they are computed here.
 
 from __future__ import annotations
 
-from typing import Callable
-
-import tensorflow as tf
+from typing import Any, Callable
 
 from attacks._registry import register_attack
 from attacks.pgd import pgd
@@ -33,8 +31,8 @@ def _one_step(model, x, y, eps, norm, kwargs):
 
 
 @register_attack("fgsm")
-def fgsm(model: Callable, x: tf.Tensor, y: tf.Tensor | None, *, eps: float,
-         **kwargs) -> tf.Tensor:
+def fgsm(model: Callable, x: Any, y: Any | None, *, eps: float,
+         **kwargs) -> Any:
     """FGSM, L-inf (Goodfellow et al. 2015, arXiv 1412.6572, Eq. 3).
 
     Args:
@@ -55,8 +53,8 @@ def fgsm(model: Callable, x: tf.Tensor, y: tf.Tensor | None, *, eps: float,
 
 
 @register_attack("fgm")
-def fgm(model: Callable, x: tf.Tensor, y: tf.Tensor | None, *, eps: float,
-        **kwargs) -> tf.Tensor:
+def fgm(model: Callable, x: Any, y: Any | None, *, eps: float,
+        **kwargs) -> Any:
     """FGM, L2: one step `eps * g / ||g||_2` (Goodfellow et al. 2015,
     arXiv 1412.6572; the L2 form of Miyato et al. 2016, arXiv 1605.07725).
     Arguments, returns and errors as `fgsm`, with an L2 `eps`."""

@@ -14,9 +14,9 @@ here with `attacks.pgd.pgd(targeted=True, rand_init=False)`.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
@@ -35,17 +35,17 @@ def illc_steps(eps: float, clip_min: float = 0.0,
     return max(1, math.ceil(round(min(e + 4.0, 1.25 * e), 6)))
 
 
-def least_likely_labels(model: Callable, x: tf.Tensor) -> tf.Tensor:
+def least_likely_labels(model: Callable, x: Any) -> Any:
     """int32 `(batch,)`: the class of smallest logit at `x`."""
-    return tf.argmin(primitives.call_model(model, x), axis=-1,
-                     output_type=tf.int32)
+    return ops.cast(ops.argmin(primitives.call_model(model, x), axis=-1),
+                    "int32")
 
 
 @register_attack("illc")
 def illc(
     model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
+    x: Any,
+    y: Any | None,
     *,
     eps: float,
     steps: int | None = None,
@@ -55,7 +55,7 @@ def illc(
     clip_max: float = 1.0,
     seed: int | None = None,
     jit_compile: bool = False,
-) -> tf.Tensor:
+) -> Any:
     """ILLC attack (Kurakin et al. 2017, arXiv 1607.02533, Sec. 2.3).
 
     Args:
@@ -104,8 +104,8 @@ def illc(
         steps = illc_steps(eps, clip_min, clip_max)
     if step_size is None:
         step_size = (clip_max - clip_min) / 255.0
-    x = tf.convert_to_tensor(x)
-    y_ll = least_likely_labels(model, tf.cast(x, tf.float32))
+    x = ops.convert_to_tensor(x)
+    y_ll = least_likely_labels(model, ops.cast(x, "float32"))
     return pgd(model, x, y_ll, eps=eps, step_size=step_size, steps=steps,
                norm="inf", targeted=True, rand_init=False, loss="ce",
                clip_min=clip_min, clip_max=clip_max, jit_compile=jit_compile)

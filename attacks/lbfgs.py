@@ -29,9 +29,9 @@ This module implements that recipe with these choices:
   couple how fast each example gets there. One model call then evaluates
   the value and gradient for the whole chunk, instead of one call per
   example and iteration; `batch_size=1` gives the strictly per-example
-  problem of the paper. The value-and-gradient function is a
-  `tf.function` fed tensors of a fixed shape, so it traces once per chunk
-  shape.
+  problem of the paper. The value-and-gradient function is compiled
+  (`backends.compile_fn`) and fed tensors of a fixed shape, so it traces
+  once per chunk shape.
 - The line search over `c`: larger `c` weighs the distance more and gives
   smaller `r`, so the smallest perturbation belongs to the *largest* `c`
   whose minimiser is still classified as `l` (the paper's text says
@@ -50,39 +50,39 @@ This module implements that recipe with these choices:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import scipy.optimize
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from attacks.cw import _for_compile, _value_and_grad
+from core import backends
 
 
-def _model_loss(model, x_adv, y, targeted):
+def _model_loss(model, x_adv, y, *, targeted):
     """Per-example `loss_f` `(batch,)`, the gradient of its sum with
     respect to `x_adv`, and success `(batch,)` at `x_adv`."""
-    with tf.GradientTape() as tape:
-        tape.watch(x_adv)
-        logits = tf.cast(primitives.call_model(model, x_adv), tf.float32)
+
+    def objective(x_in):
+        logits = ops.cast(primitives.call_model(model, x_in), "float32")
         if targeted:
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
+            loss = ops.sparse_categorical_crossentropy(y, logits,
+                                                       from_logits=True)
         else:
             # -log(1 - p_y) = logsumexp(z) - logsumexp_{j != y}(z).
-            onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
-            loss = (tf.reduce_logsumexp(logits, axis=-1)
-                    - tf.reduce_logsumexp(logits - 1e9 * onehot, axis=-1))
-        total = tf.reduce_sum(loss)
-    grad = tape.gradient(total, x_adv)
-    if grad is None:  # known while tracing
-        raise ValueError(
-            "the model's logits have no gradient with respect to x (a "
-            "non-differentiable layer?); attack it through attacks.bpda.bpda")
+            onehot = ops.one_hot(y, logits.shape[-1], dtype=logits.dtype)
+            loss = (ops.logsumexp(logits, axis=-1)
+                    - ops.logsumexp(logits - 1e9 * onehot, axis=-1))
+        return ops.sum(loss), (logits, loss)
+
+    _, (logits, loss), grad = _value_and_grad(objective, x_adv)
     return loss, grad, primitives.success(logits, y, targeted)
 
 
-_LOSS = tf.function(_model_loss, reduce_retracing=True)
+_LOSS = backends.compile_fn(_model_loss, static_argnames=("targeted",))
 
 
 class _Chunk:
@@ -107,10 +107,10 @@ class _Chunk:
         """Objective `sum_i c_i ||z_i - x_i||^2 + loss_f(z_i)` and its
         gradient, both float64 for SciPy."""
         z32 = z.reshape(self.shape).astype(np.float32)
-        loss, grad, succ = _LOSS(self.model, tf.constant(z32), self.y,
-                                 self.targeted)
-        loss = loss.numpy().astype(np.float64)
-        succ = succ.numpy()
+        loss, grad, succ = _LOSS(self.model, ops.convert_to_tensor(z32),
+                                 self.y, targeted=self.targeted)
+        loss = ops.convert_to_numpy(loss).astype(np.float64)
+        succ = ops.convert_to_numpy(succ)
         # The point actually fed to the model is z32: record its L2.
         l2 = np.sum(np.square(
             (z32 - self.x32).reshape(self.n, -1).astype(np.float64)), axis=1)
@@ -120,7 +120,8 @@ class _Chunk:
         r = z.reshape(self.n, -1) - self.x64
         value = np.sum(self.const * np.sum(r * r, axis=1) + loss)
         g = 2.0 * self.const[:, None] * r \
-            + grad.numpy().reshape(self.n, -1).astype(np.float64)
+            + ops.convert_to_numpy(grad).reshape(self.n, -1).astype(
+                np.float64)
         self._last_succ = succ
         return value, g.ravel()
 
@@ -158,11 +159,13 @@ def _line_search(model, x32, y, batch, *, targeted, c_init,
             (`x` where none);
         best_l2: `(batch,)`, its squared L2 (`inf` where none).
     """
-    x_np = x32.numpy()
-    y_np = y.numpy()
+    x_np = ops.convert_to_numpy(x32)
+    y_np = ops.convert_to_numpy(y)
     size = batch if batch_size is None else int(batch_size)
+    model = _for_compile(model)
     chunks = [
-        _Chunk(model, x_np[i:i + size], tf.constant(y_np[i:i + size]),
+        _Chunk(model, x_np[i:i + size],
+               ops.convert_to_tensor(y_np[i:i + size]),
                bool(targeted), float(clip_min), float(clip_max))
         for i in range(0, batch, size)
     ]
@@ -185,25 +188,25 @@ def _line_search(model, x32, y, batch, *, targeted, c_init,
 def _finish(x, x32, best_x, best_l2, eps, clip_min, clip_max):
     """`x_adv` in the dtype of `x`: the best point, projected onto the
     `eps` ball when given; `x` itself, bit for bit, where none was found."""
-    found = tf.reshape(tf.constant(np.isfinite(best_l2)), [-1, 1, 1, 1])
-    x_adv = tf.constant(best_x)
+    found = ops.reshape(ops.convert_to_tensor(np.isfinite(best_l2)),
+                        (-1, 1, 1, 1))
+    x_adv = ops.convert_to_tensor(best_x)
     if eps is not None:
         delta = primitives.project(x_adv - x32, primitives.as_scalar(eps), "2")
         x_adv = x32 + delta
-    out = tf.clip_by_value(tf.cast(x_adv, x.dtype),
-                           tf.cast(clip_min, x.dtype),
-                           tf.cast(clip_max, x.dtype))
+    out = ops.clip(ops.cast(x_adv, x.dtype), ops.cast(clip_min, x.dtype),
+                   ops.cast(clip_max, x.dtype))
     # Failures are x itself, bit for bit (not a float32 round trip).
-    return tf.where(found, out, x)
+    return ops.where(found, out, x)
 
 
 @register_attack("lbfgs")
 def lbfgs(
-    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *,
+    model: Callable, x: Any, y: Any | None, *,
     targeted: bool = False, c_init: float = 1.0, binary_search_steps: int = 8,
     steps: int = 100, batch_size: int | None = None, clip_min: float = 0.0,
     clip_max: float = 1.0, eps: float | None = None, seed: int | None = None,
-) -> tf.Tensor:
+) -> Any:
     """Box-constrained L-BFGS attack (Szegedy et al. 2014, arXiv 1312.6199,
     Sec. 4.1).
 
@@ -266,7 +269,7 @@ def lbfgs(
         targeted=targeted)
     del seed  # deterministic attack
     if batch == 0:
-        return tf.identity(x)
+        return ops.copy(x)
     best_x, best_l2 = _line_search(
         model, x32, y, batch, targeted=targeted, c_init=c_init,
         binary_search_steps=binary_search_steps, steps=steps,

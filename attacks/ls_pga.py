@@ -35,13 +35,15 @@ initial inverse temperature 1 multiplied by 1.2 per step.
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 from layers.thermometer import ThermometerEncoding
 
 LS_PGA_ARGS = ("eps", "steps", "logit_step", "anneal", "temperature",
@@ -92,43 +94,43 @@ def _thresholds(levels: int) -> np.ndarray:
     return (np.arange(levels) / levels).astype("float32")
 
 
-def _bucket(v: tf.Tensor, levels: int) -> tf.Tensor:
-    bits = tf.cast(v[..., None] >= _thresholds(levels), tf.int32)
-    return tf.reduce_sum(bits, -1) - 1
+def _bucket(v: Any, levels: int) -> Any:
+    bits = ops.cast(v[..., None] >= _thresholds(levels), "int32")
+    return ops.sum(bits, -1) - 1
 
 
-def reachable_mask(x: tf.Tensor, eps: float, levels: int) -> tf.Tensor:
+def reachable_mask(x: Any, eps: float, levels: int) -> Any:
     """bool `(batch, height, width, channels, levels)`: bucket b of a pixel
     is True iff some value within eps of it (in [0, 1]) falls in b, i.e.
     `bucket(max(x - eps, 0)) <= b <= bucket(min(x + eps, 1))` with the
     encoding's own float32 thresholds. `x` float32 in [0, 1]."""
-    x = tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 1.0)
-    lo = _bucket(tf.maximum(x - eps, 0.0), levels)[..., None]
-    hi = _bucket(tf.minimum(x + eps, 1.0), levels)[..., None]
-    b = tf.range(levels)
-    return tf.logical_and(b >= lo, b <= hi)
+    x = ops.clip(ops.cast(x, "float32"), 0.0, 1.0)
+    lo = _bucket(ops.maximum(x - eps, 0.0), levels)[..., None]
+    hi = _bucket(ops.minimum(x + eps, 1.0), levels)[..., None]
+    b = ops.arange(levels, dtype="int32")
+    return ops.logical_and(b >= lo, b <= hi)
 
 
-def _to_channels(t: tf.Tensor) -> tf.Tensor:
+def _to_channels(t: Any) -> Any:
     # (B, H, W, C, L) -> (B, H, W, C * L), channel c's levels contiguous (the
     # layer's layout); static sizes are kept for the body's input check.
     h, w, c, levels = t.shape[1:]
     if None in (h, w, c, levels):
-        s = tf.shape(t)
-        return tf.reshape(t, tf.concat([s[:3], [s[3] * s[4]]], 0))
-    return tf.reshape(t, [-1, h, w, c * levels])
+        s = ops.shape(t)
+        return ops.reshape(t, (s[0], s[1], s[2], s[3] * s[4]))
+    return ops.reshape(t, (-1, h, w, c * levels))
 
 
-def _bits(one_hot: tf.Tensor, mode: str) -> tf.Tensor:
+def _bits(one_hot: Any, mode: str) -> Any:
     # Thermometer bit i = sum_{j >= i} one_hot_j, i.e. bucket >= i.
     if mode == "one_hot":
         return one_hot
-    return tf.cumsum(one_hot, axis=-1, reverse=True)
+    return ops.flip(ops.cumsum(ops.flip(one_hot, -1), axis=-1), -1)
 
 
-def relaxed_encoding(logits: tf.Tensor, mask: tf.Tensor,
-                     temperature: tf.Tensor | float,
-                     mode: str = "thermometer") -> tf.Tensor:
+def relaxed_encoding(logits: Any, mask: Any,
+                     temperature: Any,
+                     mode: str = "thermometer") -> Any:
     """LS-PGA's relaxed code (Buckman et al. 2018, Alg. 3).
 
     Args:
@@ -143,19 +145,19 @@ def relaxed_encoding(logits: tf.Tensor, mask: tf.Tensor,
         expected bits under `softmax(logits / temperature)` restricted to
         the mask.
     """
-    z = tf.where(mask, logits / temperature, _MASKED)
-    return _to_channels(_bits(tf.nn.softmax(z, axis=-1), mode))
+    z = ops.where(mask, logits / temperature, _MASKED)
+    return _to_channels(_bits(ops.softmax(z, axis=-1), mode))
 
 
-def hard_code(buckets: tf.Tensor, levels: int,
-              mode: str = "thermometer") -> tf.Tensor:
+def hard_code(buckets: Any, levels: int,
+              mode: str = "thermometer") -> Any:
     """float32 `(batch, height, width, channels * levels)` in {0, 1}: the
     code of int bucket indices `(batch, height, width, channels)`."""
-    return _to_channels(_bits(tf.one_hot(buckets, levels), mode))
+    return _to_channels(_bits(ops.one_hot(buckets, levels), mode))
 
 
-def pixels_in_buckets(x: tf.Tensor, buckets: tf.Tensor,
-                      levels: int) -> tf.Tensor:
+def pixels_in_buckets(x: Any, buckets: Any,
+                      levels: int) -> Any:
     """Per pixel, the point of bucket `buckets` (int `(batch, height, width,
     channels)`) nearest to `x` (float32, same shape, in [0, 1]):
     `clip(x, t_b, largest float32 below t_{b+1})` (1 for the top bucket).
@@ -164,24 +166,33 @@ def pixels_in_buckets(x: tf.Tensor, buckets: tf.Tensor,
     `reachable_mask(x, eps)`."""
     t = _thresholds(levels)
     top = np.append(np.nextafter(t[1:], np.float32(-np.inf)), np.float32(1))
-    x = tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 1.0)
-    return tf.clip_by_value(x, tf.gather(t, buckets), tf.gather(top, buckets))
+    x = ops.clip(ops.cast(x, "float32"), 0.0, 1.0)
+    lo, hi = ops.take(t, buckets), ops.take(top, buckets)
+    return ops.minimum(ops.maximum(x, lo), hi)
 
 
 def _ls_pga_loop(body, y, mask, logits, steps, logit_step, anneal,
-                 temperature, mode):
-    for _ in tf.range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(logits)
-            code = relaxed_encoding(logits, mask, temperature, mode)
-            loss = tf.reduce_sum(primitives.per_example_loss(
-                primitives.call_model(body, code), y, "ce"))
-        logits += logit_step * tf.sign(tape.gradient(loss, logits))
-        temperature /= anneal
+                 temperature, *, mode):
+    """`steps` signed ascent steps on the bucket logits (one
+    `keras.ops.fori_loop`), the temperature divided by `anneal` after
+    each; returns the final logits."""
+
+    def step(_, carry):
+        logits, temperature = carry
+
+        def objective(u):
+            code = relaxed_encoding(u, mask, temperature, mode)
+            return ops.sum(primitives.per_example_loss(
+                primitives.call_model(body, code), y, "ce")), None
+
+        _, _, grad = backends.value_and_grad(objective, logits)
+        return logits + logit_step * ops.sign(grad), temperature / anneal
+
+    logits, _ = backends.fori_loop(body, 0, steps, step, (logits, temperature))
     return logits
 
 
-_LOOP = tf.function(_ls_pga_loop, reduce_retracing=True)
+_LOOP = backends.compile_fn(_ls_pga_loop, static_argnames=("mode",))
 
 
 def check_args(eps: float, steps: int, logit_step: float = 1.0,
@@ -203,42 +214,41 @@ def check_args(eps: float, steps: int, logit_step: float = 1.0,
                          f"{anneal!r}")
 
 
-def ls_pga_buckets(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None,
+def ls_pga_buckets(model: keras.Model, x: Any, y: Any | None,
                    *, eps: float, steps: int, logit_step: float = 1.0,
                    anneal: float = 1.2, temperature: float = 1.0,
                    rand_init: bool = True, seed: int | None = None
-                   ) -> tf.Tensor:
+                   ) -> Any:
     """LS-PGA's discretised result as bucket indices, int32 `(batch, height,
     width, channels)`, each in `reachable_mask(x, eps)`; arguments, errors
     and reference as `ls_pga`."""
     check_args(eps, steps, logit_step, anneal, temperature)
     encoder, body = split_thermometer(model)
     primitives.check_inputs(x, y, 0.0, 1.0)
-    x = tf.cast(x, tf.float32)
+    x = ops.cast(x, "float32")
     y = (primitives.default_labels(model, x) if y is None
-         else tf.cast(y, tf.int32))
+         else ops.cast(y, "int32"))
     mask = reachable_mask(x, eps, encoder.levels)
-    shape = tf.shape(mask)
+    shape = tuple(mask.shape)
     pair = primitives.seed_pair(seed, 0)
     if not rand_init:
-        logits = tf.zeros(shape)
-    elif pair is None:
-        logits = tf.random.normal(shape)
+        logits = ops.zeros(shape)
     else:
-        logits = tf.random.stateless_normal(shape, pair)
-    logits = _LOOP(body, y, mask, logits, int(steps),
+        logits = primitives.normal(shape, pair)
+    logits = _LOOP(body, y, mask, logits,
+                   ops.convert_to_tensor(int(steps), "int32"),
                    primitives.as_scalar(logit_step),
                    primitives.as_scalar(anneal),
-                   primitives.as_scalar(temperature), encoder.mode)
-    return tf.argmax(tf.where(mask, logits, -np.inf), axis=-1,
-                     output_type=tf.int32)
+                   primitives.as_scalar(temperature), mode=encoder.mode)
+    return ops.cast(ops.argmax(ops.where(mask, logits, -np.inf), axis=-1),
+                    "int32")
 
 
 @register_attack("ls_pga")
-def ls_pga(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None, *,
+def ls_pga(model: keras.Model, x: Any, y: Any | None, *,
            eps: float, steps: int, logit_step: float = 1.0,
            anneal: float = 1.2, temperature: float = 1.0,
-           rand_init: bool = True, seed: int | None = None) -> tf.Tensor:
+           rand_init: bool = True, seed: int | None = None) -> Any:
     """LS-PGA (Buckman et al. 2018, Alg. 3), L-inf, returned in pixels.
 
     Args:
@@ -272,4 +282,4 @@ def ls_pga(model: keras.Model, x: tf.Tensor, y: tf.Tensor | None, *,
         seed=seed)
     levels = split_thermometer(model)[0].levels
     x_adv = pixels_in_buckets(x, buckets, levels)
-    return tf.cast(x_adv, tf.convert_to_tensor(x).dtype)
+    return ops.cast(x_adv, ops.convert_to_tensor(x).dtype)

@@ -11,41 +11,48 @@ with the L1 norm taken per example, and the final iterate returned.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 
 _TINY = 1e-12
 
 
-def _mi_loop(model, x, y, eps, step_size, mu, steps, clip_min, clip_max,
+def _mi_loop(model, x, y, eps, step_size, mu, steps, clip_min, clip_max, *,
              targeted, loss):
-    """Runs `steps` momentum steps from `x`; returns the final iterate."""
+    """Runs `steps` momentum steps from `x` (one `keras.ops.fori_loop`);
+    returns the final iterate."""
     sign = -1.0 if targeted else 1.0
-    x_adv = x
-    g = tf.zeros_like(x)
-    axes = list(range(1, x.shape.rank))  # static: keeps x_adv's shape
-    for _ in tf.range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(x_adv)
-            logits = primitives.call_model(model, x_adv)
-            total = tf.reduce_sum(
-                sign * primitives.per_example_loss(logits, y, loss))
-        grad = tape.gradient(total, x_adv)
-        l1 = tf.reduce_sum(tf.abs(grad), axis=axes, keepdims=True)
-        g = mu * g + grad / tf.maximum(l1, _TINY)
-        delta = x_adv + step_size * tf.sign(g) - x
-        x_adv = tf.clip_by_value(x + primitives.project(delta, eps, "inf"),
-                                 clip_min, clip_max)
+    axes = tuple(range(1, len(x.shape)))  # static: keeps x_adv's shape
+
+    def objective(x_adv):
+        logits = primitives.call_model(model, x_adv)
+        obj = sign * primitives.per_example_loss(logits, y, loss)
+        return ops.sum(obj), ()
+
+    def body(i, carry):
+        x_adv, g = carry
+        _, _, grad = backends.value_and_grad(objective, x_adv)
+        l1 = ops.sum(ops.abs(grad), axis=axes, keepdims=True)
+        g = mu * g + grad / ops.maximum(l1, _TINY)
+        delta = x_adv + step_size * ops.sign(g) - x
+        x_adv = ops.clip(x + primitives.project(delta, eps, "inf"), clip_min,
+                         clip_max)
+        return x_adv, g
+
+    x_adv, _ = backends.fori_loop(model, 0, steps, body, (x, ops.zeros_like(x)))
     return x_adv
 
 
-_LOOP = tf.function(_mi_loop, reduce_retracing=True)
-_LOOP_XLA = tf.function(_mi_loop, reduce_retracing=True, jit_compile=True)
+_STATIC = ("targeted", "loss")
+_LOOP = backends.compile_fn(_mi_loop, static_argnames=_STATIC)
+_LOOP_XLA = backends.compile_fn(_mi_loop, jit_compile=True,
+                                static_argnames=_STATIC)
 
 
 def _check_args(eps, norm, steps, step_size, mu, loss, clip_min, clip_max):
@@ -66,23 +73,24 @@ def _run(model, x, y, *, eps, steps, step_size, mu, targeted, loss,
          clip_min, clip_max, jit_compile):
     """Casts `x` to float32, fills in default labels and runs the loop;
     returns the float32 final iterate."""
-    x32 = tf.cast(x, tf.float32)
+    x32 = ops.cast(x, "float32")
     if y is None:
         y = primitives.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
+    y = ops.cast(y, "int32")
     loop = _LOOP_XLA if jit_compile else _LOOP
     return loop(model, x32, y, primitives.as_scalar(eps),
                 primitives.as_scalar(step_size), primitives.as_scalar(mu),
-                tf.constant(int(steps), tf.int32),
+                ops.convert_to_tensor(int(steps), "int32"),
                 primitives.as_scalar(clip_min),
-                primitives.as_scalar(clip_max), bool(targeted), loss)
+                primitives.as_scalar(clip_max), targeted=bool(targeted),
+                loss=loss)
 
 
 @register_attack("mi_fgsm")
 def mi_fgsm(
     model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
+    x: Any,
+    y: Any | None,
     *,
     eps: float,
     steps: int = 10,
@@ -95,7 +103,7 @@ def mi_fgsm(
     clip_max: float = 1.0,
     seed: int | None = None,
     jit_compile: bool = False,
-) -> tf.Tensor:
+) -> Any:
     """MI-FGSM attack (Dong et al. 2018, arXiv 1710.06081, Alg. 1).
 
     Args:
@@ -142,8 +150,8 @@ def mi_fgsm(
     step_size = _check_args(eps, norm, steps, step_size, mu, loss, clip_min,
                             clip_max)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
+    x = ops.convert_to_tensor(x)
     x_adv = _run(model, x, y, eps=eps, steps=steps, step_size=step_size,
                  mu=mu, targeted=targeted, loss=loss, clip_min=clip_min,
                  clip_max=clip_max, jit_compile=jit_compile)
-    return tf.cast(x_adv, x.dtype)
+    return ops.cast(x_adv, x.dtype)

@@ -47,13 +47,16 @@ Images that met the early-stop criterion drop out of later generations.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from attacks.cw import _for_compile
+from core import backends
 
 EARLY_STOPS = ("paper", "success", "none")
 _TARGET_PROB = 0.9  # paper: targeted early stop, p_target > 90%
@@ -63,32 +66,35 @@ _INIT_STD = 127.0 / 255.0  # paper: N(128, 127) on the 0-255 scale
 
 def _label_log_prob(logits, labels):
     """`log softmax(logits)[labels]`, `(batch,)` float32."""
-    logp = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-    return tf.gather(logp, labels, axis=1, batch_dims=1)
+    logp = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    labels = ops.cast(labels, "int32")
+    return ops.take_along_axis(logp, labels[:, None], axis=1)[:, 0]
 
 
 def _apply(x, idx, rows, cols, vals):
     """The candidate images: `x[idx]` with pixel `(rows[:, j], cols[:, j])`
     set to `vals[:, j]` for each j (a later j wins on a repeated pixel)."""
-    img = tf.gather(x, idx)
-    height, width = tf.shape(x)[1], tf.shape(x)[2]
-    for j in tf.range(tf.shape(rows)[1]):  # a tf.while_loop when traced
-        mask = (tf.one_hot(rows[:, j], height, on_value=True,
-                           off_value=False)[:, :, None]
-                & tf.one_hot(cols[:, j], width, on_value=True,
-                             off_value=False)[:, None, :])
-        img = tf.where(mask[..., None], vals[:, j, None, None, :], img)
-    return img
+    img = ops.take(x, idx, axis=0)
+    height, width = ops.shape(x)[1], ops.shape(x)[2]
+
+    def body(j, img):
+        mask = (ops.equal(rows[:, j, None], ops.arange(height, dtype="int32")
+                          )[:, :, None]
+                & ops.equal(cols[:, j, None],
+                            ops.arange(width, dtype="int32"))[:, None, :])
+        return ops.where(mask[..., None], vals[:, j, None, None, :], img)
+
+    return ops.fori_loop(0, ops.shape(rows)[1], body, img)
 
 
 def _evaluate(model, x, idx, rows, cols, vals, labels):
     """Log-probability of `labels` and the prediction at each candidate."""
     logits = primitives.call_model(model, _apply(x, idx, rows, cols, vals))
-    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    pred = ops.cast(ops.argmax(logits, axis=-1), "int32")
     return _label_log_prob(logits, labels), pred
 
 
-_EVALUATE = tf.function(_evaluate, reduce_retracing=True)
+_EVALUATE = backends.compile_fn(_evaluate)
 
 
 def _distinct_others(rng, shape, popsize):
@@ -123,7 +129,7 @@ def _validate(x, y, *, pixels, popsize, steps, mutation, early_stop,
             f"early_stop must be one of {EARLY_STOPS}; got {early_stop!r}")
     primitives.check_int("batch_size", batch_size)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
+    x = ops.convert_to_tensor(x)
     _, height, width, _ = (int(d) for d in x.shape)
     if pixels > height * width:
         raise ValueError(
@@ -144,12 +150,13 @@ def _fitness(model, x32, y_np, sign, batch_size, pop, images):
     fit, pred = [], []
     for s in range(0, len(idx), batch_size):
         sl = slice(s, s + batch_size)
-        logp, p = _EVALUATE(model, x32, tf.constant(idx[sl]),
-                            tf.constant(rows[sl]), tf.constant(cols[sl]),
-                            tf.constant(vals[sl]),
-                            tf.constant(y_np[idx[sl]]))
-        fit.append(sign * logp.numpy())
-        pred.append(p.numpy())
+        logp, p = _EVALUATE(model, x32, ops.convert_to_tensor(idx[sl]),
+                            ops.convert_to_tensor(rows[sl]),
+                            ops.convert_to_tensor(cols[sl]),
+                            ops.convert_to_tensor(vals[sl]),
+                            ops.convert_to_tensor(y_np[idx[sl]]))
+        fit.append(sign * ops.convert_to_numpy(logp))
+        pred.append(ops.convert_to_numpy(p))
     shape = (len(images), popsize)
     return (np.concatenate(fit).reshape(shape),
             np.concatenate(pred).reshape(shape))
@@ -175,10 +182,13 @@ def _unperturbed(model, x32, y_np, sign, batch_size, targeted):
     """Fitness `(n,)` of the unperturbed images, and which of them are to be
     attacked (those that do not already succeed)."""
     n = int(x32.shape[0])
-    logits = tf.concat([primitives.call_model(model, x32[s:s + batch_size])
-                        for s in range(0, n, batch_size)], 0)
-    fit_x = sign * _label_log_prob(logits, tf.constant(y_np)).numpy()
-    pred_x = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy()
+    logits = ops.concatenate(
+        [primitives.call_model(model, x32[s:s + batch_size])
+         for s in range(0, n, batch_size)], axis=0)
+    fit_x = sign * ops.convert_to_numpy(
+        _label_log_prob(logits, ops.convert_to_tensor(y_np)))
+    pred_x = ops.convert_to_numpy(
+        ops.cast(ops.argmax(logits, axis=-1), "int32"))
     active = (pred_x != y_np) if targeted else (pred_x == y_np)
     return fit_x, active
 
@@ -214,10 +224,11 @@ def _evolve(model, x, y, *, pixels, targeted, popsize, steps, mutation,
             were not attacked);
         fit_x: the fitness `(n,)` of the unperturbed images.
     """
-    x32 = tf.cast(x, tf.float32)
+    x32 = ops.cast(x, "float32")
     if y is None:
         y = primitives.default_labels(model, x32)
-    y_np = tf.cast(y, tf.int32).numpy()
+    y_np = ops.convert_to_numpy(ops.cast(y, "int32"))
+    model = _for_compile(model)
     # Fitness to minimise: log p_y (untargeted) or -log p_t (targeted).
     sign = -1.0 if targeted else 1.0
     # The unperturbed images: already-successful ones are left alone.
@@ -266,23 +277,24 @@ def _assemble(x, pop, fit, fit_x, clip_min, clip_max):
     n = pop.shape[0]
     best = pop[np.arange(n), np.argmin(fit, axis=1)]
     improve = fit.min(axis=1) < fit_x
-    out = x.numpy().copy()
+    out = ops.convert_to_numpy(x).copy()
     for i in np.flatnonzero(improve):
         for row, col, *vals in best[i]:
             # The float32 values the model saw, kept inside the box.
             out[i, int(row), int(col), :] = np.clip(
                 np.asarray(vals, np.float32).astype(out.dtype),
                 clip_min, clip_max)
-    return tf.convert_to_tensor(out, dtype=x.dtype)
+    return ops.convert_to_tensor(
+        out, dtype=keras.backend.standardize_dtype(x.dtype))
 
 
 @register_attack("one_pixel")
 def one_pixel(
-    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *, pixels: int = 1,
+    model: Callable, x: Any, y: Any | None, *, pixels: int = 1,
     targeted: bool = False, popsize: int = 400, steps: int = 100,
     mutation: float = 0.5, early_stop: str = "paper", batch_size: int = 1024,
     clip_min: float = 0.0, clip_max: float = 1.0, seed: int | None = None,
-) -> tf.Tensor:
+) -> Any:
     """One-pixel attack by differential evolution (Su et al. 2019, arXiv
     1710.08864, Sec. 3).
 
@@ -344,7 +356,7 @@ def one_pixel(
                   batch_size=batch_size, clip_min=clip_min,
                   clip_max=clip_max, targeted=targeted)
     if x.shape[0] == 0:
-        return tf.identity(x)
+        return ops.copy(x)
     pop, fit, fit_x = _evolve(
         model, x, y, pixels=pixels, targeted=targeted, popsize=popsize,
         steps=steps, mutation=mutation, early_stop=early_stop,

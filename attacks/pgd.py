@@ -66,7 +66,7 @@ def _pgd_loop(model, x, y, x_start, eps, step_size, steps, clip_min,
     x_adv = ops.clip(x_start, clip_min, clip_max)
     init = (x_adv, x_adv, ops.full((batch,), -float("inf")),
             ops.zeros((batch,), "bool"))
-    x_adv, *best = ops.fori_loop(0, steps, body, init)
+    x_adv, *best = backends.fori_loop(model, 0, steps, body, init)
     logits, obj = _evaluate(model, x_adv, y, sign, loss)
     force = ops.broadcast_to(ops.equal(steps, 1), (batch,))
     return _keep(tuple(best), x_adv, logits, obj, y, targeted, force)

@@ -12,33 +12,38 @@ The random step escapes the sharp curvature of the loss next to data points
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 
 
-def _rfgsm_step(model, x, y, x_rand, eps, step, clip_min, clip_max,
+def _rfgsm_step(model, x, y, x_rand, eps, step, clip_min, clip_max, *,
                 targeted, loss):
     """One gradient-sign step of size `step` from `x_rand`, projected onto
     the eps-ball around `x` and the box."""
     sign = -1.0 if targeted else 1.0
-    x_prime = tf.clip_by_value(x_rand, clip_min, clip_max)
-    with tf.GradientTape() as tape:
-        tape.watch(x_prime)
-        logits = primitives.call_model(model, x_prime)
-        total = tf.reduce_sum(sign * primitives.per_example_loss(logits, y, loss))
-    grad = tape.gradient(total, x_prime)
-    delta = x_prime + step * tf.sign(grad) - x
-    return tf.clip_by_value(x + primitives.project(delta, eps, "inf"),
-                            clip_min, clip_max)
+    x_prime = ops.clip(x_rand, clip_min, clip_max)
+
+    def objective(x_in):
+        logits = primitives.call_model(model, x_in)
+        obj = sign * primitives.per_example_loss(logits, y, loss)
+        return ops.sum(obj), ()
+
+    _, _, grad = backends.value_and_grad(objective, x_prime)
+    delta = x_prime + step * ops.sign(grad) - x
+    return ops.clip(x + primitives.project(delta, eps, "inf"), clip_min,
+                    clip_max)
 
 
-_STEP = tf.function(_rfgsm_step, reduce_retracing=True)
-_STEP_XLA = tf.function(_rfgsm_step, reduce_retracing=True, jit_compile=True)
+_STATIC = ("targeted", "loss")
+_STEP = backends.compile_fn(_rfgsm_step, static_argnames=_STATIC)
+_STEP_XLA = backends.compile_fn(_rfgsm_step, jit_compile=True,
+                                static_argnames=_STATIC)
 
 
 def _check_args(eps, norm, alpha, loss, clip_min, clip_max):
@@ -61,28 +66,25 @@ def _run(model, x, y, *, eps, alpha, targeted, loss, clip_min, clip_max,
          seed, jit_compile):
     """Casts `x` to float32, fills in default labels, takes the random sign
     step and then the gradient step; returns the float32 `x_adv`."""
-    x32 = tf.cast(x, tf.float32)
+    x32 = ops.cast(x, "float32")
     if y is None:
         y = primitives.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
-    pair = primitives.seed_pair(seed, 0)
-    if pair is None:
-        noise = tf.random.normal(tf.shape(x32))
-    else:
-        noise = tf.random.stateless_normal(tf.shape(x32), pair)
-    x_rand = x32 + float(alpha) * tf.sign(noise)
+    y = ops.cast(y, "int32")
+    noise = primitives.normal(ops.shape(x32), primitives.seed_pair(seed, 0))
+    x_rand = x32 + float(alpha) * ops.sign(noise)
     step = _STEP_XLA if jit_compile else _STEP
     return step(model, x32, y, x_rand, primitives.as_scalar(eps),
                 primitives.as_scalar(eps - alpha),
                 primitives.as_scalar(clip_min),
-                primitives.as_scalar(clip_max), bool(targeted), loss)
+                primitives.as_scalar(clip_max), targeted=bool(targeted),
+                loss=loss)
 
 
 @register_attack("rfgsm")
 def rfgsm(
     model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
+    x: Any,
+    y: Any | None,
     *,
     eps: float,
     alpha: float | None = None,
@@ -93,7 +95,7 @@ def rfgsm(
     clip_max: float = 1.0,
     seed: int | None = None,
     jit_compile: bool = False,
-) -> tf.Tensor:
+) -> Any:
     """R+FGSM attack (Tramer et al. 2018, arXiv 1705.07204, Eq. 7).
 
     Args:
@@ -114,8 +116,10 @@ def rfgsm(
         loss: "ce" (cross-entropy, the paper's J) or "cw" (margin).
         clip_min, clip_max: the valid box of pixel values. The random point
             `x'` is clipped to the box before the gradient is taken.
-        seed: int for a reproducible random step; None draws from the
-            global generator.
+        seed: int for a reproducible random step (or a
+            `keras.random.SeedGenerator`, which a compiled training step
+            under JAX must pass); None draws from the global generator
+            (eager only under JAX).
         jit_compile: compile the step with XLA.
 
     Returns:
@@ -134,8 +138,8 @@ def rfgsm(
     """
     alpha = _check_args(eps, norm, alpha, loss, clip_min, clip_max)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
+    x = ops.convert_to_tensor(x)
     x_adv = _run(model, x, y, eps=eps, alpha=alpha, targeted=targeted,
                  loss=loss, clip_min=clip_min, clip_max=clip_max, seed=seed,
                  jit_compile=jit_compile)
-    return tf.cast(x_adv, x.dtype)
+    return ops.cast(x_adv, x.dtype)

@@ -6,7 +6,7 @@ Dangers of Evaluating Against Weak Attacks", arXiv 1802.05666, Sec. 3.2 and
 Alg. 1 (after Spall 1992's simultaneous perturbation stochastic
 approximation). The model is only queried for logits; it is never
 differentiated, so gradient masking (non-differentiable or
-`tf.stop_gradient` layers, shattered gradients) does not stop it.
+`stop_gradient` layers, shattered gradients) does not stop it.
 
 Alg. 1, per example and step `t` (written here as ascent on the attacker's
 objective `f`, the negated loss of the paper):
@@ -31,15 +31,17 @@ attack at its success threshold; here each example stops on its own).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
+_INT31 = 2 ** 31 - 1
 
 
 def _check(samples, delta, max_batch):
@@ -57,10 +59,35 @@ def _check(samples, delta, max_batch):
                          f"{max_batch!r}")
 
 
+def _fold_in(key, data):
+    """The stateless seed pair `(a draw keyed by key, data)`: one key per
+    step / chunk, all derived from the attack's seed."""
+    first = backends.stateless_uniform((), key, 0, _INT31, "int32")
+    return ops.stack([first, ops.convert_to_tensor(data, "int32")])
+
+
 def _objective(model, x, y, sign, loss, targeted):
     logits = primitives.call_model(model, x)
     obj = sign * primitives.per_example_loss(logits, y, loss)
     return obj, primitives.success(logits, y, targeted)
+
+
+def _chunk(model, x, y, v, delta, sign, *, loss):
+    """`sum_i (f(x + delta v_i) - f(x - delta v_i)) v_i` over the `k`
+    directions `v` `(k, n, H, W, C)` of one chunk: one model call on the
+    `2 k n` perturbed images (not clipped)."""
+    k = ops.shape(v)[0]
+    points = x[None] + delta * ops.concatenate([v, -v], 0)
+    flat = ops.reshape(points, (-1,) + tuple(x.shape[1:]))
+    logits = primitives.call_model(model, flat)
+    obj = sign * primitives.per_example_loss(logits, ops.tile(y, (2 * k,)),
+                                             loss)
+    obj = ops.reshape(obj, (2, k, -1))
+    diff = obj[0] - obj[1]  # (k, n)
+    return ops.sum(diff[:, :, None, None, None] * v, axis=0)
+
+
+_CHUNK = backends.compile_fn(_chunk, static_argnames=("loss",))
 
 
 def _estimate(model, x, y, delta, pairs, max_batch, key, sign, loss):
@@ -68,109 +95,101 @@ def _estimate(model, x, y, delta, pairs, max_batch, key, sign, loss):
 
     `pairs` antithetic Rademacher pairs per example, evaluated in model
     calls of at most `max(max_batch, 2 * batch)` images; the draws of chunk
-    `j` use the seed `fold_in(key, j)`.
+    `j` use the seed `_fold_in(key, j)` (drawn here, outside the compiled
+    model call).
     """
-    shape = tf.shape(x)
-    n = shape[0]
-    per = tf.maximum(1, tf.minimum(pairs, max_batch // tf.maximum(2 * n, 1)))
-    chunks = (pairs + per - 1) // per
-    grad = tf.zeros_like(x)
-    for j in tf.range(chunks):
-        k = tf.minimum(per, pairs - j * per)
-        bits = tf.random.stateless_uniform(
-            tf.concat([[k], shape], 0),
-            tf.random.experimental.stateless_fold_in(key, j), 0, 2,
-            dtype=tf.int32)
-        v = tf.cast(2 * bits - 1, tf.float32)  # (k, n, H, W, C)
-        points = x[None] + delta * tf.concat([v, -v], 0)
-        flat = tf.reshape(points, tf.concat([[-1], shape[1:]], 0))
-        logits = primitives.call_model(model, flat)
-        obj = sign * primitives.per_example_loss(logits, tf.tile(y, [2 * k]),
-                                            loss)
-        obj = tf.reshape(obj, tf.stack([2, k, n]))
-        diff = obj[0] - obj[1]  # (k, n)
-        grad += tf.reduce_sum(diff[:, :, None, None, None] * v, axis=0)
-    return grad / (2.0 * delta * tf.cast(pairs, tf.float32))
+    n = int(x.shape[0])
+    per = max(1, min(pairs, max_batch // max(2 * n, 1)))
+    grad = ops.zeros_like(x)
+    for j in range(-(-pairs // per)):
+        k = min(per, pairs - j * per)
+        bits = backends.stateless_uniform((k,) + tuple(x.shape),
+                                          _fold_in(key, j), 0, 2, "int32")
+        v = ops.cast(2 * bits - 1, "float32")  # (k, n, H, W, C)
+        grad = grad + _CHUNK(model, x, y, v, delta, sign, loss=loss)
+    return grad / (2.0 * delta * float(pairs))
 
 
-_ESTIMATE = tf.function(_estimate, reduce_retracing=True)
+def _adam_step(model, x0, xa, ya, g, m, v, t, eps, lr, lo, hi, *, norm,
+               targeted, loss):
+    """One projected Adam ascent step on the estimate `g` (moments `m`,
+    `v`, step number `t`) and the query of the new iterate; returns
+    `(x_new, m, v, attacker_objective, success)`."""
+    sign = -1.0 if targeted else 1.0
+    ma = _ADAM_B1 * m + (1.0 - _ADAM_B1) * g
+    va = _ADAM_B2 * v + (1.0 - _ADAM_B2) * g * g
+    m_hat = ma / (1.0 - ops.power(_ADAM_B1, t))
+    v_hat = va / (1.0 - ops.power(_ADAM_B2, t))
+    xa = xa + lr * m_hat / (ops.sqrt(v_hat) + _ADAM_EPS)
+    xa = ops.clip(x0 + primitives.project(xa - x0, eps, norm), lo, hi)
+    obj, succ = _objective(model, xa, ya, sign, loss, targeted)
+    return xa, ma, va, obj, succ
+
+
+_STATIC = ("norm", "targeted", "loss")
+_LOOP = backends.compile_fn(_adam_step, static_argnames=_STATIC)
+
+
+def _scatter(full, idx, part):
+    """`full` with rows `idx` (int `(n,)`) replaced by `part`."""
+    return ops.scatter_update(full, ops.reshape(idx, (-1, 1)), part)
 
 
 def _spsa_loop(model, x, y, x_start, eps, lr, delta, pairs, max_batch, steps,
-               seed, lo, hi, norm, targeted, loss, early_stop):
-    """Alg. 1 for `steps` Adam steps from `x_start`; returns the best
-    iterate per example `(x_best, attacker_objective, success)`."""
-    sign = -1.0 if targeted else 1.0
-    batch = tf.shape(x)[0]
-
-    def proj(point, origin):
-        return tf.clip_by_value(
-            origin + primitives.project(point - origin, eps, norm), lo, hi)
-
-    x_adv = proj(x_start, x)
-    m = tf.zeros_like(x)
-    v = tf.zeros_like(x)
-    best_x = x_adv
-    best_obj = tf.fill([batch], -float("inf"))
-    best_succ = tf.zeros([batch], tf.bool)
-    active = tf.ones([batch], tf.bool)
-    for t in tf.range(1, steps + 1):
-        idx = tf.where(active)
-        if tf.size(idx) == 0:
+               seed, lo, hi, *, norm, targeted, loss, early_stop):
+    """Alg. 1 for `steps` Adam steps from `x_start` (a host loop: each step
+    queries only the examples still attacked, so the batch it compiles for
+    shrinks); returns the best iterate per example `(x_best,
+    attacker_objective, success)`."""
+    sign = primitives.as_scalar(-1.0 if targeted else 1.0)
+    batch = int(x.shape[0])
+    x_adv = ops.clip(x + primitives.project(x_start - x, eps, norm), lo, hi)
+    m, v = ops.zeros_like(x), ops.zeros_like(x)
+    best = [x_adv, ops.full((batch,), -float("inf")),
+            ops.zeros((batch,), "bool")]
+    active = np.ones(batch, bool)
+    static = dict(norm=norm, targeted=targeted, loss=loss)
+    for t in range(1, steps + 1):
+        idx = np.flatnonzero(active).astype("int32")
+        if idx.size == 0:
             break
-        x0 = tf.gather_nd(x, idx)
-        xa = tf.gather_nd(x_adv, idx)
-        ya = tf.gather_nd(y, idx)
-        key = tf.random.experimental.stateless_fold_in(seed, t)
-        g = _estimate(model, xa, ya, delta, pairs, max_batch, key, sign,
-                      loss)
-        ma = _ADAM_B1 * tf.gather_nd(m, idx) + (1.0 - _ADAM_B1) * g
-        va = _ADAM_B2 * tf.gather_nd(v, idx) + (1.0 - _ADAM_B2) * g * g
-        step = tf.cast(t, tf.float32)
-        m_hat = ma / (1.0 - _ADAM_B1 ** step)
-        v_hat = va / (1.0 - _ADAM_B2 ** step)
-        xa = proj(xa + lr * m_hat / (tf.sqrt(v_hat) + _ADAM_EPS), x0)
-        obj, succ = _objective(model, xa, ya, sign, loss, targeted)
-        take = primitives.better(succ, obj, tf.gather_nd(best_succ, idx),
-                            tf.gather_nd(best_obj, idx))
-        best_x = tf.tensor_scatter_nd_update(
-            best_x, idx, primitives.select(take, xa, tf.gather_nd(best_x, idx)))
-        best_obj = tf.tensor_scatter_nd_update(
-            best_obj, idx, tf.where(take, obj, tf.gather_nd(best_obj, idx)))
-        best_succ = tf.tensor_scatter_nd_update(
-            best_succ, idx,
-            tf.where(take, succ, tf.gather_nd(best_succ, idx)))
-        x_adv = tf.tensor_scatter_nd_update(x_adv, idx, xa)
-        m = tf.tensor_scatter_nd_update(m, idx, ma)
-        v = tf.tensor_scatter_nd_update(v, idx, va)
+        rows = [ops.take(a, idx, axis=0) for a in (x, x_adv, y, m, v)]
+        g = _estimate(model, rows[1], rows[2], delta, pairs, max_batch,
+                      _fold_in(seed, t), sign, loss)
+        xa, ma, va, obj, succ = _LOOP(
+            model, rows[0], rows[1], rows[2], g, rows[3], rows[4],
+            primitives.as_scalar(t), eps, lr, lo, hi, **static)
+        old = [ops.take(b, idx, axis=0) for b in best]
+        take = primitives.better(succ, obj, old[2], old[1])
+        new = (primitives.select(take, xa, old[0]),
+               ops.where(take, obj, old[1]), ops.where(take, succ, old[2]))
+        best = [_scatter(b, idx, n) for b, n in zip(best, new)]
+        x_adv, m, v = (_scatter(a, idx, n) for a, n in
+                       ((x_adv, xa), (m, ma), (v, va)))
         if early_stop:
-            active = tf.tensor_scatter_nd_update(active, idx,
-                                                 tf.logical_not(succ))
-    return best_x, best_obj, best_succ
-
-
-_LOOP = tf.function(_spsa_loop, reduce_retracing=True)
+            active[idx] = ~ops.convert_to_numpy(succ)
+    return tuple(best)
 
 
 def _seed_tensor(seed):
-    """int64 `(2,)` stateless seed; a fresh one from the global generator
+    """int32 `(2,)` stateless seed; a fresh one from the global generator
     when `seed` is None."""
     if seed is None:
-        return tf.random.uniform([2], 0, 2 ** 31 - 1, tf.int64)
-    return tf.constant([int(seed), 0], tf.int64)
+        return primitives.uniform((2,), None, 0, _INT31, "int32")
+    return ops.convert_to_tensor([int(seed) % _INT31, 0], "int32")
 
 
 def _labels(model, x32, y):
     """`y` as int32, or the model's predictions when it is None."""
     if y is None:
         y = primitives.default_labels(model, x32)
-    return tf.cast(y, tf.int32)
+    return ops.cast(y, "int32")
 
 
 def spsa_gradient(
     model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
+    x: Any,
+    y: Any | None,
     *,
     delta: float = 0.01,
     samples: int = 128,
@@ -178,7 +197,7 @@ def spsa_gradient(
     targeted: bool = False,
     seed: int | None = None,
     max_batch: int = 4096,
-) -> tf.Tensor:
+) -> Any:
     """The SPSA estimate of the gradient of the attacker's objective.
 
     `g = 1/(n/2) sum_i (f(x + delta v_i) - f(x - delta v_i)) / (2 delta) v_i`
@@ -211,13 +230,12 @@ def spsa_gradient(
     _check(samples, delta, max_batch)
     primitives.validate(eps=0.0, loss=loss)
     primitives.check_inputs(x, y, -np.inf, np.inf, targeted=targeted)
-    x32 = tf.cast(tf.convert_to_tensor(x), tf.float32)
+    x32 = ops.cast(ops.convert_to_tensor(x), "float32")
     y = _labels(model, x32, y)
-    key = tf.random.experimental.stateless_fold_in(_seed_tensor(seed), 1)
-    return _ESTIMATE(model, x32, y, primitives.as_scalar(delta),
-                     tf.constant(samples // 2, tf.int32),
-                     tf.constant(int(max_batch), tf.int32), key,
-                     -1.0 if targeted else 1.0, loss)
+    key = _fold_in(_seed_tensor(seed), 1)
+    return _estimate(model, x32, y, primitives.as_scalar(delta),
+                     samples // 2, int(max_batch), key,
+                     primitives.as_scalar(-1.0 if targeted else 1.0), loss)
 
 
 def _run(model, x32, y, *, eps, steps, step_size, delta, samples, norm,
@@ -230,26 +248,26 @@ def _run(model, x32, y, *, eps, steps, step_size, delta, samples, norm,
     if rand_init:
         x_start = primitives.random_in_ball(x32, eps_t, norm,
                                             primitives.seed_pair(seed, 0))
-    best = _LOOP(model, x32, y, x_start, eps_t,
-                 primitives.as_scalar(step_size), primitives.as_scalar(delta),
-                 tf.constant(samples // 2, tf.int32),
-                 tf.constant(int(max_batch), tf.int32),
-                 tf.constant(int(steps), tf.int32), _seed_tensor(seed),
-                 primitives.as_scalar(clip_min),
-                 primitives.as_scalar(clip_max), norm, bool(targeted), loss,
-                 bool(early_stop))
+    best = _spsa_loop(model, x32, y, x_start, eps_t,
+                      primitives.as_scalar(step_size),
+                      primitives.as_scalar(delta), samples // 2,
+                      int(max_batch), int(steps), _seed_tensor(seed),
+                      primitives.as_scalar(clip_min),
+                      primitives.as_scalar(clip_max), norm=norm,
+                      targeted=bool(targeted), loss=loss,
+                      early_stop=bool(early_stop))
     return best[0]
 
 
 @register_attack("spsa")
 def spsa(
-    model: Callable, x: tf.Tensor, y: tf.Tensor | None, *, eps: float,
+    model: Callable, x: Any, y: Any | None, *, eps: float,
     steps: int = 100, step_size: float = 0.01, delta: float = 0.01,
     samples: int = 128, norm: str = "inf", targeted: bool = False,
     loss: str = "cw", rand_init: bool = False, clip_min: float = 0.0,
     clip_max: float = 1.0, seed: int | None = None, early_stop: bool = True,
     max_batch: int = 4096,
-) -> tf.Tensor:
+) -> Any:
     """SPSA attack (Uesato et al. 2018, arXiv 1802.05666, Alg. 1).
 
     Args:
@@ -302,14 +320,14 @@ def spsa(
                         loss=loss, clip_min=clip_min, clip_max=clip_max)
     _check(samples, delta, max_batch)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
-    x = tf.convert_to_tensor(x)
+    x = ops.convert_to_tensor(x)
     if eps == 0:
-        return tf.clip_by_value(x, clip_min, clip_max)
-    x32 = tf.cast(x, tf.float32)
+        return ops.clip(x, clip_min, clip_max)
+    x32 = ops.cast(x, "float32")
     y = _labels(model, x32, y)
     best = _run(model, x32, y, eps=eps, steps=steps, step_size=step_size,
                 delta=delta, samples=samples, norm=norm, targeted=targeted,
                 loss=loss, rand_init=rand_init, clip_min=clip_min,
                 clip_max=clip_max, seed=seed, early_stop=early_stop,
                 max_batch=max_batch)
-    return tf.cast(best, x.dtype)
+    return ops.cast(best, x.dtype)

@@ -51,13 +51,14 @@ to the box.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 
 SQUARE_LOSSES = ("margin", "cw", "ce")
 P_INIT_DEFAULT = {"inf": 0.8, "2": 0.1}
@@ -65,6 +66,7 @@ P_INIT_DEFAULT = {"inf": 0.8, "2": 0.1}
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 _REDRAWS = 3  # L-inf: redraws of a square that would not change x_best
 _TINY = 1e-10
+_INT31 = 2 ** 31 - 1
 
 
 def p_schedule(p_init: float, iteration: int, steps: int) -> float:
@@ -143,48 +145,58 @@ def _pattern_table(sides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return table, level
 
 
+def _fold_in(key, data):
+    """The stateless seed pair `(a draw keyed by key, data)`: one key per
+    random-search iteration, all derived from the restart's seed."""
+    first = backends.stateless_uniform((), key, 0, _INT31, "int32")
+    return ops.stack([first, ops.convert_to_tensor(data, "int32")])
+
+
+def _split(key, num):
+    """int32 `(num, 2)`: `num` independent seed pairs drawn from `key`."""
+    return backends.stateless_uniform((num, 2), key, 0, _INT31, "int32")
+
+
 def _sign(shape, key):
     """+-1 float32 Rademacher draws."""
-    bits = tf.random.stateless_uniform(shape, key, 0, 2, dtype=tf.int32)
-    return tf.cast(2 * bits - 1, tf.float32)
+    bits = backends.stateless_uniform(shape, key, 0, 2, "int32")
+    return ops.cast(2 * bits - 1, "float32")
 
 
 def _window(n, side, size, key):
     """Bool `(n, size)`: per example, `side` consecutive positions starting
     uniformly in `{0, ..., size - side}`; also returns the starts `(n,)`."""
-    start = tf.random.stateless_uniform([n], key, 0, size - side + 1,
-                                        dtype=tf.int32)
-    pos = tf.range(size)[None, :]
-    return tf.logical_and(pos >= start[:, None],
-                          pos < start[:, None] + side), start
+    start = backends.stateless_uniform((n,), key, 0, size - side + 1,
+                                       "int32")
+    pos = ops.arange(size, dtype="int32")[None, :]
+    return ops.logical_and(pos >= start[:, None],
+                           pos < start[:, None] + side), start
 
 
 def _square_mask(n, side, height, width, keys):
     """Float `(n, H, W, 1)` window mask and the window corners."""
     rows, r0 = _window(n, side, height, keys[0])
     cols, c0 = _window(n, side, width, keys[1])
-    mask = tf.logical_and(rows[:, :, None], cols[:, None, :])
-    return tf.cast(mask[..., None], tf.float32), r0, c0
+    mask = ops.logical_and(rows[:, :, None], cols[:, None, :])
+    return ops.cast(mask[..., None], "float32"), r0, c0
 
 
 def _linf_init(x, eps, lo, hi, key):
     """Vertical stripes: one colour in {-eps, eps}^c per column."""
-    shape = tf.shape(x)
-    signs = _sign(tf.stack([shape[0], 1, shape[2], shape[3]]), key)
-    return tf.clip_by_value(x + eps * signs, lo, hi)
+    signs = _sign((ops.shape(x)[0], 1, x.shape[2], x.shape[3]), key)
+    return ops.clip(x + eps * signs, lo, hi)
 
 
 def _linf_candidate(x, x_best, eps, side, lo, hi, key):
     """Alg. 2: a random square of x_best set to x +- eps per channel."""
-    shape = tf.shape(x)
-    n, height, width, chans = shape[0], shape[1], shape[2], shape[3]
-    keys = tf.random.experimental.stateless_split(key, 3 + _REDRAWS)
+    n, (height, width, chans) = ops.shape(x)[0], x.shape[1:]
+    keys = _split(key, 3 + _REDRAWS)
     mask, _, _ = _square_mask(n, side, height, width, keys)
-    sign_shape = tf.stack([n, 1, 1, chans])
+    sign_shape = (n, 1, 1, chans)
 
     def changes(signs):
-        window = tf.clip_by_value(x + eps * signs, lo, hi)
-        diff = tf.reduce_sum(tf.abs(window - x_best) * mask, axis=[1, 2, 3])
+        window = ops.clip(x + eps * signs, lo, hi)
+        diff = ops.sum(ops.abs(window - x_best) * mask, axis=(1, 2, 3))
         return diff > 1e-7
 
     signs = _sign(sign_shape, keys[2])
@@ -192,138 +204,164 @@ def _linf_candidate(x, x_best, eps, side, lo, hi, key):
         redraw = _sign(sign_shape, keys[3 + k])
         signs = primitives.select(changes(signs), signs, redraw)
     signs = primitives.select(changes(signs), signs, -signs)
-    delta = tf.where(mask > 0, eps * signs, x_best - x)
-    return tf.clip_by_value(x + delta, lo, hi)
+    delta = ops.where(mask > 0, eps * signs, x_best - x)
+    return ops.clip(x + delta, lo, hi)
 
 
 def _place(table, level, side, r0, c0, height, width, transpose):
     """Float `(n, H, W, 1)`: the meta pattern of `side` at each example's
-    window corner `(r0, c0)`, transposed where `transpose`."""
-    eta = table[level]
-    eta = tf.where(transpose[:, None, None], tf.transpose(eta)[None],
-                   eta[None])  # (n, S, S)
-    big = tf.shape(table)[1] - 1
-    li = tf.range(height)[None, :] - r0[:, None]  # (n, H) window-local
-    lj = tf.range(width)[None, :] - c0[:, None]
-    out = tf.gather(eta, tf.clip_by_value(li, 0, big), axis=1,
-                    batch_dims=1)  # (n, H, S)
-    out = tf.gather(out, tf.clip_by_value(lj, 0, big), axis=2,
-                    batch_dims=1)  # (n, H, W)
-    inside = tf.logical_and(
-        tf.logical_and(li >= 0, li < side)[:, :, None],
-        tf.logical_and(lj >= 0, lj < side)[:, None, :])
-    return tf.where(inside, out, 0.0)[..., None]
+    window corner `(r0, c0)`, transposed where `transpose` (one-hot
+    selections, so every value is copied exactly)."""
+    eta = ops.take(table, level, axis=0)
+    eta = ops.where(transpose[:, None, None], ops.transpose(eta)[None],
+                    eta[None])  # (n, S, S)
+    big = table.shape[1]
+    li = ops.arange(height, dtype="int32")[None, :] - r0[:, None]  # (n, H)
+    lj = ops.arange(width, dtype="int32")[None, :] - c0[:, None]
+    pick_i = ops.one_hot(ops.clip(li, 0, big - 1), big)  # (n, H, S)
+    pick_j = ops.one_hot(ops.clip(lj, 0, big - 1), big)  # (n, W, S)
+    out = ops.einsum("nhs,nst,nwt->nhw", pick_i, eta, pick_j)
+    inside = ops.logical_and(
+        ops.logical_and(li >= 0, li < side)[:, :, None],
+        ops.logical_and(lj >= 0, lj < side)[:, None, :])
+    return ops.where(inside, out, 0.0)[..., None]
 
 
-def _l2_init(x, eps, lo, hi, key, dims):
+def _l2_init(x, eps, lo, hi, key):
     """Tiles of side floor(H/5) (at least 1), centred on the image, each
     with the meta pattern (transposed with probability 1/2) and a random
-    sign per example and channel; scaled to L2 norm eps. `dims` holds the
-    Python ints `(H, W, C)`."""
-    height, width, chans = dims
+    sign per example and channel; scaled to L2 norm eps."""
+    height, width, chans = x.shape[1:]
     tile = max(min(height, width) // 5, 1)
     nr, nc = height // tile, width // tile
-    k_sign, k_flip = tf.unstack(
-        tf.random.experimental.stateless_split(key, 2))
-    eta = tf.constant(meta_pattern(tile))
-    flip = tf.random.stateless_uniform([nr, nc], k_flip) < 0.5
-    tiles = tf.where(flip[:, :, None, None], tf.transpose(eta)[None, None],
-                     eta[None, None])  # (nr, nc, t, t)
-    grid = tf.reshape(tf.transpose(tiles, [0, 2, 1, 3]),
-                      [nr * tile, nc * tile])
-    signs = _sign(tf.stack([tf.shape(x)[0], nr, nc, chans]), k_sign)
-    signs = tf.repeat(tf.repeat(signs, tile, axis=1), tile, axis=2)
+    keys = _split(key, 2)
+    k_sign, k_flip = keys[0], keys[1]
+    eta = ops.convert_to_tensor(meta_pattern(tile))
+    flip = backends.stateless_uniform((nr, nc), k_flip) < 0.5
+    tiles = ops.where(flip[:, :, None, None], ops.transpose(eta)[None, None],
+                      eta[None, None])  # (nr, nc, t, t)
+    grid = ops.reshape(ops.transpose(tiles, (0, 2, 1, 3)),
+                       (nr * tile, nc * tile))
+    signs = _sign((ops.shape(x)[0], nr, nc, chans), k_sign)
+    signs = ops.repeat(ops.repeat(signs, tile, axis=1), tile, axis=2)
     delta = signs * grid[None, :, :, None]
     top, left = (height - nr * tile) // 2, (width - nc * tile) // 2
-    delta = tf.pad(delta, [[0, 0], [top, height - nr * tile - top],
-                           [left, width - nc * tile - left], [0, 0]])
-    norm = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=[1, 2, 3],
-                                 keepdims=True))
-    return tf.clip_by_value(x + eps * delta / tf.maximum(norm, _TINY),
-                            lo, hi)
+    delta = ops.pad(delta, [[0, 0], [top, height - nr * tile - top],
+                            [left, width - nc * tile - left], [0, 0]])
+    norm = ops.sqrt(ops.sum(ops.square(delta), axis=(1, 2, 3),
+                            keepdims=True))
+    return ops.clip(x + eps * delta / ops.maximum(norm, _TINY), lo, hi)
+
+
+def _window_norm(v):
+    """Per example and channel L2 norm, `(n, 1, 1, C)`."""
+    return ops.sqrt(ops.sum(ops.square(v), axis=(1, 2), keepdims=True))
 
 
 def _l2_candidate(x, x_best, eps, side, table, level, lo, hi, key):
     """Alg. 3: move the perturbation mass of W1 u W2 (plus the unused
     budget) into W1, along the old W1 content plus a signed meta pattern."""
-    shape = tf.shape(x)
-    n, height, width = shape[0], shape[1], shape[2]
-    chans = tf.cast(shape[3], tf.float32)
-    keys = tf.random.experimental.stateless_split(key, 6)
+    n, (height, width, chans) = ops.shape(x)[0], x.shape[1:]
+    keys = _split(key, 6)
     m1, r0, c0 = _square_mask(n, side, height, width, keys[0:2])
     m2, _, _ = _square_mask(n, side, height, width, keys[2:4])
-    union = tf.maximum(m1, m2)
+    union = ops.maximum(m1, m2)
     nu = x_best - x
-    unused2 = tf.maximum(
-        eps ** 2 - tf.reduce_sum(tf.square(nu), axis=[1, 2, 3],
-                                 keepdims=True), 0.0)
-
-    def window_norm(v):  # per example and channel, (n, 1, 1, C)
-        return tf.sqrt(tf.reduce_sum(tf.square(v), axis=[1, 2],
-                                     keepdims=True))
-
-    old = nu * m1 / (window_norm(nu * m1) + _TINY)
-    transpose = tf.random.stateless_uniform([n], keys[4]) < 0.5
+    unused2 = ops.maximum(
+        eps ** 2 - ops.sum(ops.square(nu), axis=(1, 2, 3), keepdims=True),
+        0.0)
+    old = nu * m1 / (_window_norm(nu * m1) + _TINY)
+    transpose = backends.stateless_uniform((n,), keys[4]) < 0.5
     eta = _place(table, level, side, r0, c0, height, width, transpose)
-    rho = _sign(tf.stack([n, 1, 1, shape[3]]), keys[5])
+    rho = _sign((n, 1, 1, chans), keys[5])
     tmp = rho * eta + old
-    avail = tf.sqrt(tf.square(window_norm(nu * union)) + unused2 / chans)
-    new_w1 = tmp / tf.maximum(window_norm(tmp), _TINY) * avail
+    avail = ops.sqrt(ops.square(_window_norm(nu * union))
+                     + unused2 / float(chans))
+    new_w1 = tmp / ops.maximum(_window_norm(tmp), _TINY) * avail
     nu_new = primitives.project(nu * (1.0 - union) + new_w1 * m1, eps, "2")
-    return tf.clip_by_value(x + nu_new, lo, hi)
+    return ops.clip(x + nu_new, lo, hi)
 
 
-def _square_loop(model, x, y, eps, sides, levels, table, seed, lo, hi, dims,
-                 norm, targeted, loss):
-    """Alg. 1 for `len(sides) + 1` queries per example; returns the final
-    `(x_best, attacker_objective, success)` per example. `objective` is the
-    signed loss (larger is better for the attacker)."""
+def _evaluate(model, x_adv, labels, *, targeted, loss):
+    """`(signed loss (larger is better for the attacker), success)`."""
     base = "ce" if loss == "ce" else "cw"
-    sign = -1.0 if targeted else 1.0
+    logits = primitives.call_model(model, x_adv)
+    obj = (-1.0 if targeted else 1.0) * primitives.per_example_loss(
+        logits, labels, base)
+    return obj, primitives.success(logits, labels, targeted)
 
-    def evaluate(x_adv, labels):
-        logits = primitives.call_model(model, x_adv)
-        obj = sign * primitives.per_example_loss(logits, labels, base)
-        return obj, primitives.success(logits, labels, targeted)
 
-    init_key = tf.random.experimental.stateless_fold_in(seed, 0)
+def _init(model, x, y, eps, key, lo, hi, *, norm, targeted, loss):
+    """The initial point (Alg. 2 / 3 init) and its query: `(x_best,
+    attacker_objective, success)`."""
     if norm == "inf":
-        x_best = _linf_init(x, eps, lo, hi, init_key)
+        x_best = _linf_init(x, eps, lo, hi, key)
     else:
-        x_best = _l2_init(x, eps, lo, hi, init_key, dims)
-    obj, succ = evaluate(x_best, y)
-    for i in tf.range(tf.shape(sides)[0]):
-        idx = tf.where(tf.logical_not(succ))
-        if tf.size(idx) == 0:
-            break
-        x_c = tf.gather_nd(x, idx)
-        xb_c = tf.gather_nd(x_best, idx)
-        key = tf.random.experimental.stateless_fold_in(seed, i + 1)
-        if norm == "inf":
-            x_new = _linf_candidate(x_c, xb_c, eps, sides[i], lo, hi, key)
-        else:
-            x_new = _l2_candidate(x_c, xb_c, eps, sides[i], table,
-                                  levels[i], lo, hi, key)
-        obj_new, succ_new = evaluate(x_new, tf.gather_nd(y, idx))
-        take = obj_new > tf.gather_nd(obj, idx)
-        x_best = tf.tensor_scatter_nd_update(
-            x_best, idx, primitives.select(take, x_new, xb_c))
-        obj = tf.tensor_scatter_nd_update(
-            obj, idx, tf.where(take, obj_new, tf.gather_nd(obj, idx)))
-        succ = tf.tensor_scatter_nd_update(
-            succ, idx, tf.where(take, succ_new, tf.gather_nd(succ, idx)))
+        x_best = _l2_init(x, eps, lo, hi, key)
+    obj, succ = _evaluate(model, x_best, y, targeted=targeted, loss=loss)
     return x_best, obj, succ
 
 
-_LOOP = tf.function(_square_loop, reduce_retracing=True)
+def _search_step(model, x, x_best, y, obj, eps, side, level, table, key, lo,
+                 hi, *, norm, targeted, loss):
+    """One random-search iteration (Alg. 1) on the examples given: the
+    candidate, its query, and per example the point of lower loss; returns
+    `(x_best, attacker_objective, success of the candidate, taken)`."""
+    if norm == "inf":
+        x_new = _linf_candidate(x, x_best, eps, side, lo, hi, key)
+    else:
+        x_new = _l2_candidate(x, x_best, eps, side, table, level, lo, hi,
+                              key)
+    obj_new, succ_new = _evaluate(model, x_new, y, targeted=targeted,
+                                  loss=loss)
+    take = obj_new > obj
+    return (primitives.select(take, x_new, x_best),
+            ops.where(take, obj_new, obj), succ_new, take)
+
+
+_STATIC = ("norm", "targeted", "loss")
+_INIT = backends.compile_fn(_init, static_argnames=_STATIC)
+_LOOP = backends.compile_fn(_search_step, static_argnames=_STATIC)
+
+
+def _scatter(full, idx, part):
+    """`full` with rows `idx` (int `(n,)`) replaced by `part`."""
+    return ops.scatter_update(full, ops.reshape(idx, (-1, 1)), part)
+
+
+def _square_loop(model, x, y, eps, sides, levels, table, seed, lo, hi, *,
+                 norm, targeted, loss):
+    """Alg. 1 for `len(sides) + 1` queries per example; returns the final
+    `(x_best, attacker_objective, success)` per example. `objective` is the
+    signed loss (larger is better for the attacker). A host loop: every
+    iteration queries only the examples not yet adversarial."""
+    static = dict(norm=norm, targeted=targeted, loss=loss)
+    x_best, obj, succ = _INIT(model, x, y, eps, _fold_in(seed, 0), lo, hi,
+                              **static)
+    for i in range(len(sides)):
+        succ_np = ops.convert_to_numpy(succ)
+        idx = np.flatnonzero(~succ_np).astype("int32")
+        if idx.size == 0:
+            break
+        rows = [ops.take(a, idx, axis=0) for a in (x, x_best, y, obj, succ)]
+        xb, ob, succ_new, take = _LOOP(
+            model, rows[0], rows[1], rows[2], rows[3], eps,
+            ops.convert_to_tensor(int(sides[i]), "int32"),
+            ops.convert_to_tensor(int(levels[i]), "int32"), table,
+            _fold_in(seed, i + 1), lo, hi, **static)
+        x_best = _scatter(x_best, idx, xb)
+        obj = _scatter(obj, idx, ob)
+        succ = _scatter(succ, idx, ops.where(take, succ_new, rows[4]))
+    return x_best, obj, succ
 
 
 def _seed_tensor(seed, restart):
-    """int64 `(2,)` stateless seed; a fresh one from the global generator
+    """int32 `(2,)` stateless seed; a fresh one from the global generator
     when `seed` is None."""
     if seed is None:
-        return tf.random.uniform([2], 0, 2 ** 31 - 1, tf.int64)
-    return tf.constant([int(seed), int(restart)], tf.int64)
+        return primitives.uniform((2,), None, 0, _INT31, "int32")
+    return ops.convert_to_tensor([int(seed) % _INT31, int(restart)],
+                                 "int32")
 
 
 def _check_args(x, y, eps, norm, steps, p_init, loss, targeted, restarts,
@@ -348,46 +386,46 @@ def _check_args(x, y, eps, norm, steps, p_init, loss, targeted, restarts,
 
 def _restarts(model, x, y, *, eps, norm, steps, p_init, loss, targeted,
               restarts, box, seed):
-    """Runs `_LOOP` once per restart, later ones only on the examples not yet
-    adversarial; returns the per-example best `x_adv` (float32)."""
+    """Runs `_square_loop` once per restart, later ones only on the
+    examples not yet adversarial; returns the per-example best `x_adv`
+    (float32)."""
     clip_min, clip_max = box
-    x32 = tf.cast(x, tf.float32)
+    x32 = ops.cast(x, "float32")
     if y is None:
         y = primitives.default_labels(model, x32)
-    y = tf.cast(y, tf.int32)
-    dims = tuple(int(d) for d in x.shape[1:])
-    height, width = dims[0], dims[1]
+    y = ops.cast(y, "int32")
+    height, width = int(x.shape[1]), int(x.shape[2])
     sides = side_lengths(float(p_init), int(steps), height, width, norm)
     table, levels = _pattern_table(sides)
-    args = (primitives.as_scalar(eps), tf.constant(sides), tf.constant(levels),
-            tf.constant(table))
+    args = (primitives.as_scalar(eps), sides, levels,
+            ops.convert_to_tensor(table))
     lo, hi = primitives.as_scalar(clip_min), primitives.as_scalar(clip_max)
+    static = dict(norm=norm, targeted=bool(targeted), loss=loss)
     best = None
     for r in range(int(restarts)):
         seed_r = _seed_tensor(seed, r)
         if best is None:
-            best = _LOOP(model, x32, y, *args, seed_r, lo, hi, dims, norm,
-                         bool(targeted), loss)
+            best = _square_loop(model, x32, y, *args, seed_r, lo, hi,
+                                **static)
             continue
-        idx = tf.where(tf.logical_not(best[2]))
-        if int(tf.size(idx)) == 0:
+        idx = np.flatnonzero(~ops.convert_to_numpy(best[2])).astype("int32")
+        if idx.size == 0:
             break
-        run = _LOOP(model, tf.gather_nd(x32, idx), tf.gather_nd(y, idx),
-                    *args, seed_r, lo, hi, dims, norm, bool(targeted), loss)
-        old = [tf.gather_nd(b, idx) for b in best]
+        run = _square_loop(model, ops.take(x32, idx, axis=0),
+                           ops.take(y, idx, axis=0), *args, seed_r, lo, hi,
+                           **static)
+        old = [ops.take(b, idx, axis=0) for b in best]
         worse = primitives.better(run[2], run[1], old[2], old[1])
-        best = tuple(
-            tf.tensor_scatter_nd_update(
-                b, idx, primitives.select(worse, new, prev))
-            for b, new, prev in zip(best, run, old))
+        best = tuple(_scatter(b, idx, primitives.select(worse, new, prev))
+                     for b, new, prev in zip(best, run, old))
     return best[0]
 
 
 @register_attack("square")
 def square(
     model: Callable,
-    x: tf.Tensor,
-    y: tf.Tensor | None,
+    x: Any,
+    y: Any | None,
     *,
     eps: float,
     norm: str = "inf",
@@ -399,12 +437,12 @@ def square(
     clip_min: float = 0.0,
     clip_max: float = 1.0,
     seed: int | None = None,
-) -> tf.Tensor:
+) -> Any:
     """Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049, Alg. 1-3).
 
-    Score-based: the model is queried for logits only (inside a
-    `tf.function`), never differentiated, so it also attacks
-    non-differentiable models (quantised inputs, `tf.stop_gradient`).
+    Score-based: the model is queried for logits only (inside a compiled
+    function), never differentiated, so it also attacks non-differentiable
+    models (quantised inputs, `stop_gradient`).
 
     Args:
         model: callable mapping `x` to logits (never probabilities)
@@ -453,10 +491,10 @@ def square(
     """
     loss, p_init = _check_args(x, y, eps, norm, steps, p_init, loss, targeted,
                                restarts, clip_min, clip_max)
-    x = tf.convert_to_tensor(x)
+    x = ops.convert_to_tensor(x)
     if eps == 0:
-        return tf.clip_by_value(x, clip_min, clip_max)
+        return ops.clip(x, clip_min, clip_max)
     x_best = _restarts(model, x, y, eps=eps, norm=norm, steps=steps,
                        p_init=p_init, loss=loss, targeted=targeted,
                        restarts=restarts, box=(clip_min, clip_max), seed=seed)
-    return tf.cast(x_best, x.dtype)
+    return ops.cast(x_best, x.dtype)

@@ -18,53 +18,56 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from attacks import primitives
 from attacks._registry import register_attack
+from core import backends
 
 INIT_STD = 0.001  # the reference code's start: x + 0.001 * N(0, 1)
 
 
-def kl_divergence(logits_p: tf.Tensor, logits_q: tf.Tensor) -> tf.Tensor:
+def kl_divergence(logits_p: Any, logits_q: Any) -> Any:
     """Per-example KL(softmax(logits_p) || softmax(logits_q)), float32
     `(batch,)` from two float `(batch, classes)` logits."""
-    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32), axis=-1)
-    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32), axis=-1)
-    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+    log_p = ops.log_softmax(ops.cast(logits_p, "float32"), axis=-1)
+    log_q = ops.log_softmax(ops.cast(logits_q, "float32"), axis=-1)
+    return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 def _kl_ascent(model, x, noise, eps, step_size, steps, clip_min, clip_max):
-    p_logits = tf.stop_gradient(primitives.call_model(model, x))
-    x_adv = x + noise
-    for _ in tf.range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(x_adv)
-            kl = tf.reduce_sum(kl_divergence(
-                p_logits, primitives.call_model(model, x_adv)))
-        grad = tape.gradient(kl, x_adv)
-        delta = primitives.project(x_adv + step_size * tf.sign(grad) - x,
+    """`steps` sign steps on the KL from `x + noise` (one
+    `keras.ops.fori_loop`); returns the last iterate."""
+    p_logits = ops.stop_gradient(primitives.call_model(model, x))
+
+    def objective(x_adv):
+        return ops.sum(kl_divergence(
+            p_logits, primitives.call_model(model, x_adv))), ()
+
+    def body(i, x_adv):
+        _, _, grad = backends.value_and_grad(objective, x_adv)
+        delta = primitives.project(x_adv + step_size * ops.sign(grad) - x,
                                    eps, "inf")
-        x_adv = tf.clip_by_value(x + delta, clip_min, clip_max)
-    return x_adv
+        return ops.clip(x + delta, clip_min, clip_max)
+
+    return backends.fori_loop(model, 0, steps, body, x + noise)
 
 
-_LOOP = tf.function(_kl_ascent, reduce_retracing=True)
+_LOOP = backends.compile_fn(_kl_ascent)
 
 
 def _start_noise(shape, seed):
-    if seed is None:
-        return tf.random.normal(shape)
-    if isinstance(seed, int):
-        seed = (seed, 0)
-    return tf.random.stateless_normal(shape, seed)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        seed = (int(seed), 0)
+    return primitives.normal(shape, seed)
 
 
 @register_attack("trades_kl")
-def trades_kl(model: Callable, x: tf.Tensor, y: Any = None, *, eps: float,
+def trades_kl(model: Callable, x: Any, y: Any = None, *, eps: float,
               step_size: float, steps: int,
-              seed: int | tf.Tensor | tuple[int, int] | None = None,
-              clip_min: float = 0.0, clip_max: float = 1.0) -> tf.Tensor:
+              seed: int | Any | tuple[int, int] | None = None,
+              clip_min: float = 0.0, clip_max: float = 1.0) -> Any:
     """The inner maximisation of TRADES (Zhang et al. 2019, arXiv
     1901.08573, Algorithm 1, lines 4-7; module doc).
 
@@ -79,9 +82,10 @@ def trades_kl(model: Callable, x: tf.Tensor, y: Any = None, *, eps: float,
         step_size: the L-inf step, > 0, same scale.
         steps: number of sign steps, >= 1.
         seed: the 0.001 * N(0, 1) start: None draws from the global
-            generator; an int `s` or a stateless pair `(s, k)` (a tensor
-            too, e.g. `(seed, optimizer step)` inside a training step)
-            makes it reproducible (an int means `(s, 0)`).
+            generator (eager only under JAX); an int `s` or a stateless
+            pair `(s, k)` (a tensor too, e.g. `(seed, optimizer step)`
+            inside a training step) makes it reproducible (an int means
+            `(s, 0)`); a `keras.random.SeedGenerator` draws from it.
         clip_min, clip_max: the pixel box, default `[0, 1]`.
 
     Returns:
@@ -99,11 +103,12 @@ def trades_kl(model: Callable, x: tf.Tensor, y: Any = None, *, eps: float,
                         step_size=step_size, clip_min=clip_min,
                         clip_max=clip_max)
     primitives.check_inputs(x, None, clip_min, clip_max)
-    x = tf.convert_to_tensor(x)
-    x32 = tf.cast(x, tf.float32)
-    noise = INIT_STD * _start_noise(tf.shape(x32), seed)
+    x = ops.convert_to_tensor(x)
+    x32 = ops.cast(x, "float32")
+    noise = INIT_STD * _start_noise(ops.shape(x32), seed)
     x_adv = _LOOP(model, x32, noise, primitives.as_scalar(eps),
-                  primitives.as_scalar(step_size), tf.constant(int(steps)),
+                  primitives.as_scalar(step_size),
+                  ops.convert_to_tensor(int(steps), "int32"),
                   primitives.as_scalar(clip_min),
                   primitives.as_scalar(clip_max))
-    return tf.cast(x_adv, x.dtype)
+    return ops.cast(x_adv, x.dtype)

@@ -7,16 +7,24 @@ their outputs can be compared) in:
   - ART 1.x: `ProjectedGradientDescent` on a `TensorFlowV2Classifier`;
   - cleverhans 4 (tf2): `projected_gradient_descent` inside a `tf.function`,
     with and without `jit_compile`;
-  - foolbox 3: `LinfPGD(random_start=False)`;
+  - foolbox 3: `LinfPGD(random_start=False)` on a `TensorFlowModel`;
   - "the limit", with and without `jit_compile`: (a) `grads`: k calls of a
     compiled function returning the cross-entropy gradient wrt x (the k
     forward + backward passes PGD cannot avoid, plus k dispatches); (b)
-    `loop`: one compiled function with a k-iteration loop of gradient, sign
-    step, projection onto the eps-ball and the box (bare PGD: no best-iterate
-    bookkeeping, no final evaluation, no validation).
+    `loop`: one compiled function with a k-iteration loop (one
+    `keras.ops.fori_loop`) of gradient, sign step, projection onto the
+    eps-ball and the box (bare PGD: no best-iterate bookkeeping, no final
+    evaluation, no validation).
+
+Runs on the Keras backend of KERAS_BACKEND ("tensorflow" by default, or
+"jax"). The peers attack a TensorFlow model (benchmarks/peers_tensorflow.py,
+imported only under TensorFlow): under JAX they are recorded as skipped,
+and so is the op profile (TensorFlow's profiler); JAX always compiles with
+XLA, so there the `_xla` variants repeat the plain ones.
 
     python benchmarks/attacks.py --model=madry_cnn --batch_size=100
     python benchmarks/attacks.py --model=resnet20 --repeats=3
+    KERAS_BACKEND=jax python benchmarks/attacks.py --model=madry_cnn
 
 Each method runs once as a warm-up (tracing, XLA compilation; excluded), then
 --repeats timed calls, interleaved round-robin across methods so that load
@@ -42,11 +50,18 @@ import traceback  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from keras import ops  # noqa: E402
 
 import attacks  # noqa: E402
 import models  # noqa: E402
+from attacks import primitives  # noqa: E402
+from core import backends  # noqa: E402
+
+if backends.BACKEND == "tensorflow":
+    from benchmarks import peers_tensorflow  # noqa: E402
+else:
+    peers_tensorflow = None
 
 _MODEL = flags.DEFINE_string("model", "madry_cnn", "Registered model name.")
 _WIDTH = flags.DEFINE_integer("width", None, "Model width override.")
@@ -72,13 +87,18 @@ _ONLY = flags.DEFINE_list(
 _OP_PROFILE = flags.DEFINE_bool(
     "op_profile", True, "After timing, profile one call of each method with "
     "the TensorFlow profiler and record its busiest op types (shows which "
-    "kernels ran, e.g. oneDNN vs Eigen MaxPoolGrad).")
+    "kernels ran, e.g. oneDNN vs Eigen MaxPoolGrad). TensorFlow backend "
+    "only.")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "JSON path (default benchmarks/results/"
     "attacks_<model>.json).")
 
 PEER_PACKAGES = {"art": "adversarial-robustness-toolbox",
                  "foolbox": "foolbox", "cleverhans": "cleverhans"}
+# The peers, in table order, by library; each attacks a TensorFlow model.
+TF_PEERS = {"art": "art", "cleverhans_tffunc": "cleverhans",
+            "cleverhans_tffunc_xla": "cleverhans", "foolbox": "foolbox"}
+SKIPPED_TF_ONLY = "skipped: TensorFlow backend only"
 
 
 def _version(dist):
@@ -88,8 +108,17 @@ def _version(dist):
         return None
 
 
+def _gpu_names():
+    """The GPUs: their names under TensorFlow, their Keras device ids
+    ("gpu:0", ...) under JAX."""
+    if peers_tensorflow is not None:
+        return peers_tensorflow.gpu_names()
+    return [d for d in keras.distribution.list_devices()
+            if not d.startswith("cpu")]
+
+
 def _device():
-    gpus = tf.config.list_physical_devices("GPU")
+    names = _gpu_names()
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -99,11 +128,8 @@ def _device():
                     break
     except OSError:
         pass
-    names = [tf.config.experimental.get_device_details(g).get("device_name",
-                                                            g.name)
-             for g in gpus]
     return (f"{cpu}, {os.cpu_count()} cores"
-            + (f", GPUs: {', '.join(names)}" if gpus else ", no GPU"))
+            + (f", GPUs: {', '.join(names)}" if names else ", no GPU"))
 
 
 def _data(shape, batch):
@@ -144,172 +170,86 @@ def _ours(model, xt, yt, eps, step, k, jit):
     return run
 
 
-def _art(model, x, y, eps, step, k):
-    """ART's `ProjectedGradientDescent` on a `TensorFlowV2Classifier`."""
-    from art.attacks.evasion import ProjectedGradientDescent
-    from art.estimators.classification import TensorFlowV2Classifier
-
-    clf = TensorFlowV2Classifier(
-        model=model, nb_classes=10, input_shape=x.shape[1:],
-        loss_object=tf.keras.losses.CategoricalCrossentropy(
-            from_logits=True),
-        clip_values=(0.0, 1.0))
-    attack = ProjectedGradientDescent(
-        clf, norm=np.inf, eps=eps, eps_step=step, max_iter=k,
-        targeted=False, num_random_init=0, batch_size=len(x),
-        verbose=False)
-    return lambda: attack.generate(x, y=y)
+def _input_grad(model, xx, yy):
+    """The gradient wrt x of the summed cross-entropy of `model` at `xx`."""
+    def objective(v):
+        logits = model(v, training=False)
+        return ops.sum(ops.sparse_categorical_crossentropy(
+            yy, logits, from_logits=True)), ()
+    return backends.value_and_grad(objective, xx)[2]
 
 
-def _cleverhans(infer, xt, yt, eps, step, k, jit):
-    """cleverhans' `projected_gradient_descent` inside a `tf.function`."""
-    from cleverhans.tf2.attacks.projected_gradient_descent import (
-        projected_gradient_descent)
-
-    @tf.function(jit_compile=jit)
-    def run(xx, yy):
-        return projected_gradient_descent(
-            infer, xx, eps, step, k, np.inf, clip_min=0.0, clip_max=1.0,
-            y=yy, targeted=False, rand_init=False, sanity_checks=False)
-    return lambda: run(xt, yt)
+_GRAD = backends.compile_fn(_input_grad)
+_GRAD_XLA = backends.compile_fn(_input_grad, jit_compile=True)
 
 
-def _foolbox(infer, xt, y64, eps, step, k):
-    """foolbox's `LinfPGD(random_start=False)`."""
-    import foolbox as fb
-
-    # foolbox 3.3.4 (through eagerpy) calls np.find_common_type, removed
-    # in NumPy 2.0, when dtypes mix (e.g. int32 labels; int64 labels, as
-    # here, avoid it); same promotion through np.result_type. Benchmark
-    # process only.
-    if not hasattr(np, "find_common_type"):
-        np.find_common_type = lambda a, s: np.result_type(*a, *s)
-    fmodel = fb.TensorFlowModel(infer, bounds=(0.0, 1.0))
-    attack = fb.attacks.LinfPGD(abs_stepsize=step, steps=k,
-                                random_start=False)
-
-    def run():
-        _, clipped, _ = attack(fmodel, xt, y64, epsilons=eps)
-        return clipped
-    return run
-
-
-def _grad_fn(infer, jit):
-    """A compiled function returning the cross-entropy gradient wrt x."""
-    @tf.function(jit_compile=jit)
-    def grad(xx, yy):
-        with tf.GradientTape() as tape:
-            tape.watch(xx)
-            loss = tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    yy, infer(xx)))
-        return tape.gradient(loss, xx)
-    return grad
-
-
-def _limit_grads(infer, xt, yt, k, jit):
+def _limit_grads(model, xt, yt, k, jit):
     """The limit (a): k calls of the compiled gradient."""
-    grad = _grad_fn(infer, jit)
+    grad = _GRAD_XLA if jit else _GRAD
 
     def run():
         for _ in range(k):
-            g = grad(xt, yt)
+            g = grad(model, xt, yt)
         return g
     return run
 
 
-def _limit_loop(infer, xt, yt, eps, step, k, jit):
+def _bare_pgd(model, x0, yy, eps, step, steps):
+    """Bare PGD: `steps` sign steps from `x0`, each projected onto the
+    eps-ball and the box, in one `keras.ops.fori_loop`."""
+    def body(i, x_adv):
+        g = _input_grad(model, x_adv, yy)
+        x_adv = x_adv + step * ops.sign(g)
+        return ops.clip(x0 + ops.clip(x_adv - x0, -eps, eps), 0.0, 1.0)
+    return ops.fori_loop(0, steps, body, x0)
+
+
+_LOOP = backends.compile_fn(_bare_pgd)
+_LOOP_XLA = backends.compile_fn(_bare_pgd, jit_compile=True)
+
+
+def _limit_loop(model, xt, yt, eps, step, k, jit):
     """The limit (b): bare PGD-k in one compiled function."""
-    @tf.function(jit_compile=jit)
-    def run(x0, yy):
-        x_adv = x0
-        for _ in tf.range(k):
-            with tf.GradientTape() as tape:
-                tape.watch(x_adv)
-                loss = tf.reduce_sum(
-                    tf.nn.sparse_softmax_cross_entropy_with_logits(
-                        yy, infer(x_adv)))
-            g = tape.gradient(loss, x_adv)
-            x_adv = x_adv + step * tf.sign(g)
-            x_adv = tf.clip_by_value(
-                x0 + tf.clip_by_value(x_adv - x0, -eps, eps), 0.0, 1.0)
-        return x_adv
-    return lambda: run(xt, yt)
+    loop = _LOOP_XLA if jit else _LOOP
+    eps_t, step_t = primitives.as_scalar(eps), primitives.as_scalar(step)
+    steps_t = ops.convert_to_tensor(int(k), "int32")
+    return lambda: loop(model, xt, yt, eps_t, step_t, steps_t)
+
+
+def _peers(model, x, y, xt, yt, eps, step, k):
+    """Name -> (library, builder) of the TensorFlow peers; builder None
+    (skipped) under another backend."""
+    if peers_tensorflow is None:
+        return {name: (lib, None) for name, lib in TF_PEERS.items()}
+    build = peers_tensorflow.builders(model, x, y, xt, yt, eps, step, k)
+    return {name: (lib, build[name]) for name, lib in TF_PEERS.items()}
 
 
 def _methods(model, x, y, eps, step, k):
     """Name -> (library, builder); a builder returns a zero-argument callable
-    that runs the whole attack and returns x_adv (numpy or tensor)."""
-    xt, yt = tf.constant(x), tf.constant(y)
-    y64 = tf.constant(y, tf.int64)
-
-    def infer(v):
-        return model(v, training=False)
-
+    that runs the whole attack and returns x_adv (numpy or tensor). The
+    builder of a peer that needs another backend is None."""
+    xt, yt = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
     pgd = (eps, step, k)
     return {
         "ours": ("ours", lambda: _ours(model, xt, yt, *pgd, False)),
         "ours_xla": ("ours", lambda: _ours(model, xt, yt, *pgd, True)),
-        "art": ("art", lambda: _art(model, x, y, *pgd)),
-        "cleverhans_tffunc": (
-            "cleverhans", lambda: _cleverhans(infer, xt, yt, *pgd, False)),
-        "cleverhans_tffunc_xla": (
-            "cleverhans", lambda: _cleverhans(infer, xt, yt, *pgd, True)),
-        "foolbox": ("foolbox", lambda: _foolbox(infer, xt, y64, *pgd)),
+        **_peers(model, x, y, xt, yt, *pgd),
         "limit_grads": (
-            "limit", lambda: _limit_grads(infer, xt, yt, k, False)),
+            "limit", lambda: _limit_grads(model, xt, yt, k, False)),
         "limit_grads_xla": (
-            "limit", lambda: _limit_grads(infer, xt, yt, k, True)),
+            "limit", lambda: _limit_grads(model, xt, yt, k, True)),
         "limit_loop": (
-            "limit", lambda: _limit_loop(infer, xt, yt, *pgd, False)),
+            "limit", lambda: _limit_loop(model, xt, yt, *pgd, False)),
         "limit_loop_xla": (
-            "limit", lambda: _limit_loop(infer, xt, yt, *pgd, True)),
+            "limit", lambda: _limit_loop(model, xt, yt, *pgd, True)),
     }
 
 
 def _op_profile(fn, top=8):
-    """Self time in ms per op type for one call of `fn`, busiest first.
-
-    Uses the profiler's converter from TensorFlow's private
-    `_pywrap_profiler_plugin`; returns {"error": ...} where unavailable.
-    """
-    import glob
-    import shutil
-    import tempfile
-
-    logdir = tempfile.mkdtemp(prefix="attacks_bench_prof_")
-    try:
-        from tensorflow.python.profiler.internal import (
-            _pywrap_profiler_plugin as plugin)
-
-        tf.profiler.experimental.start(logdir)
-        try:
-            _numpy(fn())
-        finally:
-            tf.profiler.experimental.stop()
-        xplane = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]
-        data, ok = plugin.xspace_to_tools_data([xplane], "framework_op_stats",
-                                               {})
-        if not ok:
-            return {"error": data.decode()[:200]}
-        table = json.loads(data)[0]
-        cols = [c["id"] for c in table["cols"]]
-        by_type = {}
-        for row in table["rows"]:
-            cell = dict(zip(cols, [c["v"] if c else None for c in row["c"]]))
-            if cell["type"] != "IDLE":
-                by_type[cell["type"]] = (by_type.get(cell["type"], 0.0)
-                                         + cell["total_self_time"] / 1e3)
-        busiest = sorted(by_type.items(), key=lambda kv: -kv[1])[:top]
-        return {"busy_ms": sum(by_type.values()),
-                "top_op_types_ms": dict(busiest),
-                "eigen_MaxPoolGrad": "MaxPoolGrad" in by_type,
-                "onednn_MaxPoolGrad": any("MaxPoolGrad" in t and "Mkl" in t
-                                          for t in by_type)}
-    except Exception as e:  # noqa: BLE001 - private API, best effort
-        return {"error": _error(e)}
-    finally:
-        shutil.rmtree(logdir, ignore_errors=True)
+    """Self time in ms per op type for one call of `fn`, busiest first
+    (TensorFlow's profiler: benchmarks/peers_tensorflow.op_profile)."""
+    return peers_tensorflow.op_profile(lambda: _numpy(fn()), _error, top)
 
 
 def _numpy(out):
@@ -338,6 +278,10 @@ def _warm_up(methods):
     Returns `(runs, status, outputs, warmup_s)`, dicts by method name."""
     runs, status, outputs, warmup_s = {}, {}, {}, {}
     for name, (_, build) in methods.items():
+        if build is None:
+            status[name] = SKIPPED_TF_ONLY
+            print(f"warm-up {name:24s} {status[name]}", flush=True)
+            continue
         try:
             fn = build()
             start = time.perf_counter()
@@ -444,7 +388,7 @@ def _print_report(result, methods):
     cpu_median = result["median_cpu_s_per_attack"]
     print(f"\nPGD-{result['pgd_steps']} on {result['model']} "
           f"{result['input_shape']}, batch {result['batch_size']}, "
-          f"{result['device']}, TF {tf.__version__}")
+          f"{result['device']}, {_backend_version()}")
     print(f"{'method':24s} {'img/s':>10s} {'s/attack':>10s} "
           f"{'cpu s':>8s} {'vs ours':>8s}  status")
     for name in methods:
@@ -473,6 +417,13 @@ def _print_report(result, methods):
             print(f"  {name:24s} {prof['busy_ms']:9.1f}  {kernel}")
 
 
+def _backend_version():
+    """The report title's backend: "TF <version>" or "JAX <version>"."""
+    if peers_tensorflow is not None:
+        return f"TF {peers_tensorflow.TF_VERSION}"
+    return f"{backends.BACKEND.upper()} {_version(backends.BACKEND)}"
+
+
 def _write(result):
     """Writes `result` to --output (default results/attacks_<model>.json)."""
     path = _OUTPUT.value or os.path.join(
@@ -482,6 +433,14 @@ def _write(result):
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {path}")
+
+
+def _backend_versions():
+    """{"tensorflow": version} under TensorFlow; {"tensorflow": None,
+    "jax": version} under JAX."""
+    if peers_tensorflow is not None:
+        return {"tensorflow": peers_tensorflow.TF_VERSION}
+    return {"tensorflow": None, backends.BACKEND: _version(backends.BACKEND)}
 
 
 def main(argv):
@@ -503,9 +462,11 @@ def main(argv):
 
     # Eager peers (ART, foolbox) run op by op; the op-stats converter does
     # not attribute their kernels, so only compiled methods are profiled.
+    # TensorFlow's profiler: none under another backend.
     op_profile = ({n: _op_profile(fn) for n, fn in runs.items()
                    if methods[n][0] in ("ours", "cleverhans", "limit")}
-                  if _OP_PROFILE.value else None)
+                  if _OP_PROFILE.value and peers_tensorflow is not None
+                  else None)
     agreement = _agreement(model, x, y, outputs)
     ratios = _ratios(methods, img_s)
     bar = _bar(img_s, ratios["fastest_peer"])
@@ -516,7 +477,8 @@ def main(argv):
         "random_start": False, "data": data_desc,
         "repeats": _REPEATS.value,
         "device": _device(),
-        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "backend": backends.BACKEND, **_backend_versions(),
+        "keras": keras.__version__,
         "numpy": np.__version__, "python": platform.python_version(),
         "versions": {lib: _version(dist)
                      for lib, dist in PEER_PACKAGES.items()},

@@ -8,23 +8,45 @@ Fashion-MNIST is read offline from its IDX files (`data.fashion_mnist`);
 MNIST, CIFAR-10/100 and ImageNet go through tensorflow-datasets
 (`data.tfds_datasets`).
 
+Two input paths: `get_dataset` always builds a `tf.data.Dataset`
+(TensorFlow); `get_backend_dataset` takes the same arguments and builds the
+one for the current Keras backend: tf.data under TensorFlow, and under
+other backends (JAX) a `keras.utils.PyDataset` of numpy batches for
+Fashion-MNIST (`data.numpy_pipeline`). Importing this package, its
+registry and `load_fashion_mnist` never import TensorFlow; the tf.data
+modules (`_pipeline`, `augment`, `tfds_datasets`) are imported when used.
+
 Example:
     >>> ds = data.get_dataset("fashion_mnist", "train", batch_size=128,
     ...                       shuffle=True, seed=0)
     >>> x, y = next(iter(ds))  # (128, 28, 28, 1) float32, (128,) int32
 """
 
-import tensorflow as tf
+from __future__ import annotations
 
-from . import _pipeline
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import fashion_mnist
-from . import tfds_datasets
+from . import options as _options
 from .dataset_info import DatasetInfo
 from .dataset_info import DatasetNotFoundError
 from .dataset_info import canonical_split
 from .dataset_info import get_info
 from .dataset_info import list_datasets
 from .fashion_mnist import load_fashion_mnist
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# Submodules that import TensorFlow: loaded on first use (`data.augment`).
+_TF_MODULES = ("_pipeline", "augment", "tfds_datasets")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TF_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_channels(name: str, channels: int | None) -> None:
@@ -38,10 +60,10 @@ def _check_channels(name: str, channels: int | None) -> None:
 
 
 def _check_args(name, batch_size, seed, num_examples, image_size, channels):
-    _pipeline.validate_positive_int("batch_size", batch_size, False)
-    _pipeline.validate_positive_int("num_examples", num_examples, True)
-    _pipeline.validate_positive_int("image_size", image_size, True)
-    if seed is not None and not _pipeline.is_int(seed):
+    _options.validate_positive_int("batch_size", batch_size, False)
+    _options.validate_positive_int("num_examples", num_examples, True)
+    _options.validate_positive_int("image_size", image_size, True)
+    if seed is not None and not _options.is_int(seed):
         raise ValueError(f"seed must be an int or None; got {seed!r}")
     _check_channels(name, channels)
 
@@ -100,9 +122,25 @@ def get_dataset(
         DatasetNotFoundError: the data is not on disk and cannot be fetched
             now; the message says how to get it.
     """
+    split, options, sizes = _prepare(
+        name, split, batch_size, shuffle, seed, data_dir, num_examples,
+        image_size, channels, drop_remainder, repeat)
+    if name == "fashion_mnist":
+        return fashion_mnist.build_dataset(split, options, **sizes)
+    from . import tfds_datasets
+
+    return tfds_datasets.build_dataset(
+        name, split, options, augment=augment, **sizes
+    )
+
+
+def _prepare(name, split, batch_size, shuffle, seed, data_dir, num_examples,
+             image_size, channels, drop_remainder, repeat):
+    """The canonical split, the `PipelineOptions` and the size arguments of
+    a pipeline, after checking every argument."""
     split = canonical_split(name, split)
     _check_args(name, batch_size, seed, num_examples, image_size, channels)
-    options = _pipeline.PipelineOptions(
+    options = _options.PipelineOptions(
         batch_size=int(batch_size),
         shuffle=bool(shuffle),
         seed=None if seed is None else int(seed),
@@ -115,16 +153,61 @@ def get_dataset(
         image_size=image_size,
         channels=channels,
     )
-    if name == "fashion_mnist":
-        return fashion_mnist.build_dataset(split, options, **sizes)
-    return tfds_datasets.build_dataset(
-        name, split, options, augment=augment, **sizes
-    )
+    return split, options, sizes
+
+
+def get_backend_dataset(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    augment: bool = False,
+    seed: int | None = None,
+    data_dir: str | None = None,
+    num_examples: int | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    drop_remainder: bool = False,
+    repeat: bool = False,
+) -> Any:
+    """`get_dataset`'s pipeline for the current Keras backend: the same
+    arguments, checks and errors.
+
+    Under TensorFlow: `get_dataset(...)`, a `tf.data.Dataset`. Under other
+    backends (JAX), Fashion-MNIST comes as a
+    `data.numpy_pipeline.ArrayDataset` (a `keras.utils.PyDataset`, without
+    TensorFlow) of the same batches: x float32 `(batch, height, width,
+    channels)` in `[0, 1]`, y int32 `(batch,)`; shuffled in numpy's orders
+    (new every epoch, set by `(seed, epoch)`); infinite with `repeat=True`
+    (give `fit` its `steps_per_epoch`, and `shuffle=False` as train.py
+    does). It has `element_spec` and `as_numpy_iterator()` as a tf.data
+    dataset does; its batches are numpy arrays (no `.numpy()`). The tfds
+    datasets (MNIST, CIFAR, ImageNet) have no numpy path: they stay
+    tf.data, which Keras's JAX trainer also reads, and need TensorFlow.
+
+    Example:
+        >>> ds = data.get_backend_dataset("fashion_mnist", "train",
+        ...                               batch_size=128, shuffle=True,
+        ...                               seed=0, repeat=True)
+    """
+    import keras
+
+    args = dict(batch_size=batch_size, shuffle=shuffle, seed=seed,
+                data_dir=data_dir, num_examples=num_examples,
+                image_size=image_size, channels=channels,
+                drop_remainder=drop_remainder, repeat=repeat)
+    if keras.backend.backend() == "tensorflow" or name != "fashion_mnist":
+        return get_dataset(name, split, augment=augment, **args)
+    # no augmentation for Fashion-MNIST, as in get_dataset
+    split, options, sizes = _prepare(name, split, **args)
+    return fashion_mnist.build_array_dataset(split, options, **sizes)
 
 
 __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
+    "get_backend_dataset",
     "get_dataset",
     "get_info",
     "list_datasets",

@@ -1,4 +1,6 @@
-"""Shared tail of every input pipeline: shuffle, repeat, map, batch, prefetch.
+"""Shared tail of every tf.data input pipeline: shuffle, repeat, map, batch,
+prefetch (TensorFlow only; `PipelineOptions` and the argument checks live in
+`data.options`, re-exported here).
 
 tf.data autotuning is switched off on every returned dataset: with it on,
 `fit()` on this project's 2-core CPU machines waited 41-48 s on the autotune
@@ -6,14 +8,15 @@ thread after the last epoch (see shared/specs/keras3_tf_notes.md). Fixed
 parallelism and a small fixed prefetch are used instead.
 """
 
-import dataclasses
-import numbers
 import os
 from collections.abc import Callable
 
 import tensorflow as tf
 
 from . import augment
+from .options import PipelineOptions
+from .options import is_int  # noqa: F401  (re-exported)
+from .options import validate_positive_int  # noqa: F401  (re-exported)
 
 # Examples mapped in parallel; fixed because autotune is off.
 PARALLEL_CALLS = max(1, min(8, os.cpu_count() or 1))
@@ -22,46 +25,6 @@ PREFETCH_BATCHES = 2
 
 # fn(x, y, seed) -> (x, y) when `needs_seed`, else fn(x, y) -> (x, y).
 Preprocess = Callable[..., tuple[tf.Tensor, tf.Tensor]]
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineOptions:
-    """How `finish` batches and orders a per-example dataset.
-
-    Attributes:
-        batch_size: global batch size (all replicas together).
-        shuffle: shuffle examples, reshuffling every epoch.
-        shuffle_buffer: buffer size; the split size for in-memory data.
-        seed: seed for shuffling and augmentation; `None` = nondeterministic.
-        repeat: repeat forever (then `fit` needs `steps_per_epoch`).
-        drop_remainder: drop a last incomplete batch.
-        cache: cache the raw examples in memory after the first epoch.
-        shard_by_data: tell tf.distribute to shard by element, not by file
-            (in-memory datasets have no files).
-    """
-
-    batch_size: int
-    shuffle: bool = False
-    shuffle_buffer: int = 1
-    seed: int | None = None
-    repeat: bool = False
-    drop_remainder: bool = False
-    cache: bool = False
-    shard_by_data: bool = False
-
-
-def is_int(value: object) -> bool:
-    """True for Python and NumPy integers, False for bools and floats."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def validate_positive_int(name: str, value: object, allow_none: bool) -> None:
-    """Raises `ValueError` unless `value` is a positive int (or allowed
-    `None`)."""
-    if value is None and allow_none:
-        return
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def _dataset_options(shard_by_data: bool) -> tf.data.Options:

@@ -14,18 +14,24 @@ References:
     LeCun et al., the IDX file format (http://yann.lecun.com/exdb/mnist/).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
 import gzip
 import os
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
-from . import _pipeline
 from . import dataset_info
-from . import tfds_datasets
+from .options import PipelineOptions
+
+if TYPE_CHECKING:  # TensorFlow is imported only by the tf.data path
+    import tensorflow as tf
+
+    from .numpy_pipeline import ArrayDataset
 
 ENV_VAR = "FASHION_MNIST_DIR"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -127,6 +133,8 @@ def find_idx_dir(split: str, data_dir: str | None = None) -> str | None:
 def _load_with_tfds(split: str, data_dir: str | None):
     import tensorflow_datasets as tfds
 
+    from . import tfds_datasets
+
     builder = tfds_datasets.prepared_builder("fashion_mnist", data_dir)
     images, labels = tfds.as_numpy(
         builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
@@ -168,7 +176,7 @@ def load_fashion_mnist(
         return _read_split(*map(os.path.abspath, paths))
     try:
         return _load_with_tfds(split, data_dir)
-    except dataset_info.DatasetNotFoundError as err:
+    except (dataset_info.DatasetNotFoundError, ImportError) as err:
         raise dataset_info.DatasetNotFoundError(
             f"Fashion-MNIST {split!r} files {list(FILES[split])} not found in "
             f"{_search_dirs(data_dir)} and tfds could not provide them "
@@ -180,9 +188,16 @@ def load_fashion_mnist(
         ) from err
 
 
+def _examples(split, data_dir, num_examples):
+    images, labels = load_fashion_mnist(split, data_dir)
+    if num_examples is not None:
+        images, labels = images[:num_examples], labels[:num_examples]
+    return images, labels
+
+
 def build_dataset(
     split: str,
-    options: _pipeline.PipelineOptions,
+    options: PipelineOptions,
     *,
     data_dir: str | None = None,
     num_examples: int | None = None,
@@ -205,12 +220,39 @@ def build_dataset(
         Dataset of `(x, y)`: x float32 `(batch, height, width, channels)` in
         `[0, 1]`, y int32 `(batch,)`.
     """
-    images, labels = load_fashion_mnist(split, data_dir)
-    if num_examples is not None:
-        images, labels = images[:num_examples], labels[:num_examples]
+    import tensorflow as tf
+
+    from . import _pipeline
+
+    images, labels = _examples(split, data_dir, num_examples)
     ds = tf.data.Dataset.from_tensor_slices((images[..., None], labels))
     options = dataclasses.replace(
         options, shuffle_buffer=len(labels), shard_by_data=True
     )
     fn = _pipeline.simple_preprocess(image_size, channels)
     return _pipeline.finish(ds, fn, options)
+
+
+def build_array_dataset(
+    split: str,
+    options: PipelineOptions,
+    *,
+    data_dir: str | None = None,
+    num_examples: int | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+) -> ArrayDataset:
+    """The numpy (`keras.utils.PyDataset`) Fashion-MNIST pipeline behind
+    `data.get_backend_dataset` on backends other than TensorFlow; the
+    arguments and the batches as `build_dataset` (no augmentation), the
+    shuffled orders numpy's (`data.numpy_pipeline`). No TensorFlow.
+
+    Returns:
+        `data.numpy_pipeline.ArrayDataset` of `(x, y)`: x float32
+        `(batch, height, width, channels)` in `[0, 1]`, y int32 `(batch,)`.
+    """
+    from .numpy_pipeline import ArrayDataset
+
+    images, labels = _examples(split, data_dir, num_examples)
+    return ArrayDataset(images, labels, options, image_size=image_size,
+                        channels=channels)

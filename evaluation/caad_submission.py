@@ -15,12 +15,13 @@ submission (resizing naively to the model's input size).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from attacks.primitives import call_model
 
@@ -73,21 +74,46 @@ def _model_input(model, image_size, channels):
     return size, channels
 
 
-def _load(path: Path, size, channels) -> tf.Tensor:
+def _decode_png(path: Path, data: bytes) -> np.ndarray:
+    """The pixels of PNG bytes as uint8 `(height, width, channels)`, with
+    Pillow (a dependency of matplotlib): 1, 2 or 4-bit gray is scaled to 8
+    bits, 16-bit samples keep their high byte, palettes become RGB (RGBA
+    with transparency), as libpng's 8-bit decoding does."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            image.load()
+            return _to_uint8(image)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot decode PNG {str(path)!r}: {e}")
+
+
+def _to_uint8(image) -> np.ndarray:
+    """A decoded Pillow image as uint8 `(height, width, channels)`."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray
+        pixels = np.asarray(image, dtype=np.uint32) >> 8
+        return pixels.astype(np.uint8)[..., None]
+    if image.mode == "P":
+        image = image.convert(
+            "RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode == "1":
+        image = image.convert("L")
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def _load(path: Path, size, channels) -> np.ndarray:
     """One PNG as float32 (height, width, channels) in [0, 1]."""
     data = path.read_bytes()
     if not data.startswith(_PNG_SIGNATURE):
         raise ValueError(f"{str(path)!r} is not a PNG file (bad signature)")
-    try:
-        image = tf.io.decode_png(data, channels=0, dtype=tf.uint8)
-    except tf.errors.OpError as e:
-        raise ValueError(f"cannot decode PNG {str(path)!r}: {e.message}")
-    image = tf.cast(image, tf.float32) / 255.0
+    image = _decode_png(path, data).astype(np.float32) / np.float32(255.0)
     have = image.shape[-1]
     if have == 3 and channels == 1:
-        image = tf.image.rgb_to_grayscale(image)
+        image = ops.image.rgb_to_grayscale(image)
     elif have == 1 and channels == 3:
-        image = tf.image.grayscale_to_rgb(image)
+        image = ops.repeat(image, 3, axis=-1)
     elif have != channels:
         raise ValueError(
             f"{str(path)!r} has {have} channels; the model takes {channels}"
@@ -95,10 +121,10 @@ def _load(path: Path, size, channels) -> tf.Tensor:
             f"RGBA, to RGB first)")
     if size is not None and tuple(image.shape[:2]) != size:
         # Naive resize, aspect ratio not kept (as Xie et al.'s CAAD path).
-        image = tf.image.resize(image, size, method="bilinear",
-                                antialias=True)
-        image = tf.clip_by_value(image, 0.0, 1.0)
-    return image
+        image = ops.image.resize(image, size, interpolation="bilinear",
+                                 antialias=True)
+        image = ops.clip(image, 0.0, 1.0)
+    return ops.convert_to_numpy(image)
 
 
 def _check_int(name, value, low=None):
@@ -135,8 +161,9 @@ def _classify(model, paths, size, channels, batch_size, label_offset):
                     f"{str(p)!r} is {tuple(image.shape)}, {paths[0].name!r} "
                     f"is {tuple(shape)}; pass image_size= to resize them to "
                     f"one size")
-        logits = call_model(model, tf.stack(images))
-        labels = tf.argmax(logits, axis=-1).numpy() + label_offset
+        logits = call_model(model, ops.convert_to_tensor(np.stack(images)))
+        labels = ops.convert_to_numpy(ops.argmax(logits, axis=-1)) \
+            + label_offset
         lines += [f"{p.name},{int(label)}\n"
                   for p, label in zip(chunk, labels)]
     return lines
@@ -155,9 +182,10 @@ def predict_directory(
     """Classifies every PNG of `input_dir` and writes `filename,label` lines.
 
     Images are read in filename order, decoded to float32 `(height, width,
-    channels)` in [0, 1] (`tf.io.decode_png`; 16-bit PNGs are reduced to 8
-    bits), converted RGB -> gray (`tf.image.rgb_to_grayscale`) or gray ->
-    RGB when the model takes the other, resized (bilinear, antialiased,
+    channels)` in [0, 1] (decoded with Pillow; 16-bit PNGs are reduced to
+    8 bits), converted RGB -> gray (`keras.ops.image.rgb_to_grayscale`) or
+    gray -> RGB when the model takes the other, resized (bilinear,
+    antialiased,
     aspect ratio not kept) when their size differs from the target, and
     classified in batches of `(batch, height, width, channels)`.
 

@@ -34,7 +34,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import attacks
 from evaluation.accuracy import robust_accuracy
@@ -74,7 +73,7 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def logits(model: Callable, x: Any) -> tf.Tensor:
+def logits(model: Callable, x: Any) -> Any:
     """`model(x)`, with `training=False` for Keras layers and models."""
     if isinstance(model, keras.layers.Layer):
         return model(x, training=False)
@@ -159,10 +158,10 @@ def _step_size(cfg: dict, eps: float, steps: int | None, rule: str):
 
 def measure(model: Callable, x: np.ndarray, y: np.ndarray,
             config: Mapping[str, Any] | Callable, *, batch_size: int = 500,
-            seed: int = 0, strategy: tf.distribute.Strategy | None = None
+            seed: int = 0, strategy: Any | None = None
             ) -> dict[str, Any]:
     """`evaluation.robust_accuracy` on in-memory arrays, run eagerly per
-    batch (the attacks compile their own loops). `config` is an attack
+    batch of numpy arrays (the attacks compile their own loops). `config` is an attack
     config (`bind_attack`) or a bound `fn(model, x, y) -> x_adv`; a config
     with `targeted` draws one random wrong target per image (`seed`).
     Returns robust_accuracy's dict (`clean_acc`, `robust_acc`, ...)."""
@@ -171,8 +170,9 @@ def measure(model: Callable, x: np.ndarray, y: np.ndarray,
     fn = config if callable(config) else bind_attack(config, model)
     targeted = not callable(config) and bool(config.get("targeted"))
     num_classes = int(logits(model, x[:1]).shape[-1])
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(
-        check_batch_size(batch_size))
+    batch_size = check_batch_size(batch_size)
+    ds = [(x[i:i + batch_size], y[i:i + batch_size])
+          for i in range(0, len(x), batch_size)]
     return robust_accuracy(model, ds, fn, num_classes=num_classes,
                            targeted=targeted, strategy=strategy, seed=seed,
                            verbose=0, eager=True)
@@ -202,7 +202,7 @@ def accuracy_vs_eps(model: Callable, x: Any, y: Any,
                     attack_config: Mapping[str, Any], eps_list: Sequence[float],
                     *, step_size_rule: str = "config", batch_size: int = 500,
                     seed: int = 0,
-                    strategy: tf.distribute.Strategy | None = None
+                    strategy: Any | None = None
                     ) -> dict[str, Any]:
     """Robust accuracy at each eps of `eps_list`, other settings from
     `attack_config` (step size per `step_size_rule`, module docstring).
@@ -215,7 +215,8 @@ def accuracy_vs_eps(model: Callable, x: Any, y: Any,
         eps_list: strictly increasing budgets >= 0, on the [0, 1] scale.
         step_size_rule: "config" or "xie2019".
         batch_size: global batch size; seed: seed of random targets;
-            strategy: a `tf.distribute` strategy (default: the current one).
+            strategy: a `tf.distribute` strategy (TensorFlow; default:
+            none, the batches run one by one).
 
     Returns:
         dict: `eps` (list of float), `acc` (robust accuracy per eps, floats
@@ -238,7 +239,7 @@ def accuracy_vs_steps(model: Callable, x: Any, y: Any,
                       steps_list: Sequence[int], *,
                       step_size_rule: str = "config", batch_size: int = 500,
                       seed: int = 0,
-                      strategy: tf.distribute.Strategy | None = None
+                      strategy: Any | None = None
                       ) -> dict[str, Any]:
     """Robust accuracy at each number of attack iterations of `steps_list`
     (Xie et al. 2019, Fig. 6). Arguments, errors and the returned dict as

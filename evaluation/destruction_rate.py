@@ -22,11 +22,12 @@ Every transform maps float32 `(batch, height, width, channels)` images in
 from __future__ import annotations
 
 import inspect
+import io
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.ndimage
-import tensorflow as tf
+from keras import ops
 
 from attacks.primitives import call_model
 
@@ -54,8 +55,8 @@ def _is_number(v: Any) -> bool:
 
 def jpeg(x: Any, *, quality: int, chroma_downsampling: bool = True
          ) -> np.ndarray:
-    """JPEG encoding and decoding of each image (libjpeg via
-    `tf.io.encode_jpeg`, decoded with the accurate integer DCT).
+    """JPEG encoding and decoding of each image (libjpeg through Pillow,
+    baseline, standard tables; decoded with the accurate integer DCT).
 
     Args:
         x: float `(batch, height, width, channels)` in [0, 1], with 1
@@ -80,16 +81,28 @@ def jpeg(x: Any, *, quality: int, chroma_downsampling: bool = True
     x = _images(x)
     if x.shape[-1] not in (1, 3):
         raise ValueError(f"jpeg needs 1 or 3 channels; got {x.shape[-1]}")
-    pixels = tf.cast(tf.round(x * 255.0), tf.uint8)
+    pixels = np.round(x * np.float32(255.0)).astype(np.uint8)
+    out = np.stack([_jpeg_round_trip(image, int(quality),
+                                     chroma_downsampling)
+                    for image in pixels]) if len(pixels) else pixels
+    return out.astype(np.float32) / np.float32(255.0)
 
-    def one(image):
-        data = tf.io.encode_jpeg(image, quality=int(quality),
-                                 chroma_downsampling=chroma_downsampling)
-        return tf.io.decode_jpeg(data, channels=x.shape[-1],
-                                 dct_method="INTEGER_ACCURATE")
 
-    out = tf.map_fn(one, pixels, fn_output_signature=tf.uint8)
-    return out.numpy().astype(np.float32) / 255.0
+def _jpeg_round_trip(image: np.ndarray, quality: int,
+                     chroma_downsampling: bool) -> np.ndarray:
+    """One uint8 `(height, width, 1 or 3)` image encoded (baseline,
+    4:2:0 or 4:4:4 chroma) and decoded back with Pillow."""
+    from PIL import Image  # Pillow: a dependency of matplotlib
+
+    gray = image.shape[-1] == 1
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if gray else image).save(
+        buffer, format="JPEG", quality=quality,
+        subsampling=2 if chroma_downsampling else 0)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        out = np.asarray(decoded.convert("L" if gray else "RGB"))
+    return out[..., None] if gray else out
 
 
 def blur(x: Any, *, sigma: float) -> np.ndarray:
@@ -168,7 +181,7 @@ def brightness_contrast(x: Any, *, brightness: float = 0.0,
 
 def resize(x: Any, *, scale: float) -> np.ndarray:
     """Downscale by `scale` (bilinear, antialiased) and back up to the
-    original size (bilinear), with `tf.image.resize`.
+    original size (bilinear), with `keras.ops.image.resize`.
 
     Args:
         x: float `(batch, height, width, channels)` in [0, 1].
@@ -189,9 +202,10 @@ def resize(x: Any, *, scale: float) -> np.ndarray:
     small = (max(1, round(height * scale)), max(1, round(width * scale)))
     if small == (height, width):
         return x.copy()
-    down = tf.image.resize(x, small, method="bilinear", antialias=True)
-    up = tf.image.resize(down, (height, width), method="bilinear")
-    return np.clip(up.numpy(), 0.0, 1.0)
+    down = ops.image.resize(x, small, interpolation="bilinear",
+                            antialias=True)
+    up = ops.image.resize(down, (height, width), interpolation="bilinear")
+    return np.clip(ops.convert_to_numpy(up), 0.0, 1.0)
 
 
 TRANSFORMS: dict[str, Callable[..., np.ndarray]] = {
@@ -242,8 +256,9 @@ def apply_transform(x: Any, transform: str, **params: Any) -> np.ndarray:
 
 
 def _labels(model: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
-    out = [tf.argmax(call_model(model, tf.constant(x[i:i + batch_size])),
-                     axis=-1).numpy() for i in range(0, len(x), batch_size)]
+    out = [ops.convert_to_numpy(ops.argmax(call_model(
+        model, ops.convert_to_tensor(x[i:i + batch_size])), axis=-1))
+        for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.zeros([0], np.int64)
 
 

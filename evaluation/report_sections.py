@@ -20,12 +20,15 @@ _SCORE_BASED = ("square", "spsa")
 
 
 def first_examples(ds, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `n` images and labels of a batched `tf.data.Dataset` of
-    `(x, y)` pairs, as numpy arrays (fewer if the dataset is shorter)."""
+    """The first `n` images and labels of a batched dataset of `(x, y)`
+    pairs (a `tf.data.Dataset`, a `keras.utils.PyDataset` or any iterable
+    of array pairs), as numpy arrays (fewer if the dataset is shorter)."""
     xs, ys = [], []
-    for x, y in ds.as_numpy_iterator():
-        xs.append(x)
-        ys.append(y)
+    batches = (ds.as_numpy_iterator() if hasattr(ds, "as_numpy_iterator")
+               else iter(ds))
+    for x, y in batches:
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
         if sum(len(v) for v in ys) >= n:
             break
     return np.concatenate(xs)[:n], np.concatenate(ys)[:n]

@@ -21,10 +21,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 import attacks
 from attacks.suites import Attacker, Suite
+from core import backends
 
 
 class EnsembleLogits:
@@ -38,8 +39,12 @@ class EnsembleLogits:
         self.models = list(models)
 
     def __call__(self, x, training=False):
-        return tf.add_n([tf.cast(m(x, training=training), tf.float32)
-                         for m in self.models]) / len(self.models)
+        logits = [ops.cast(m(x, training=training), "float32")
+                  for m in self.models]
+        total = logits[0]
+        for z in logits[1:]:
+            total = total + z
+        return total / len(self.models)
 
 
 def _labels(attacker: Attacker, y, logits, num_classes, seed, batch_index):
@@ -49,15 +54,16 @@ def _labels(attacker: Attacker, y, logits, num_classes, seed, batch_index):
     if attacker.target == "none":
         return None, None
     if attacker.target == "random":
-        shift = tf.random.stateless_uniform(
-            tf.shape(y), [seed, batch_index], 1, num_classes, dtype=tf.int32)
+        shift = backends.stateless_uniform(
+            ops.shape(y), (seed, batch_index), 1, num_classes, dtype="int32")
         target = (y + shift) % num_classes
         return target, target
-    # top_wrong: the rank-th most likely wrong class (AutoAttack's APGD-T)
-    masked = tf.where(tf.one_hot(y, num_classes) > 0, -np.inf,
-                      tf.cast(logits, tf.float32))
-    order = tf.argsort(masked, axis=-1, direction="DESCENDING")
-    target = tf.cast(order[:, attacker.rank - 1], tf.int32)
+    # top_wrong: the rank-th most likely wrong class (AutoAttack's APGD-T);
+    # top_k orders as a descending sort (ties: the lower class first)
+    masked = ops.where(ops.one_hot(y, num_classes) > 0, -np.inf,
+                       ops.cast(logits, "float32"))
+    _, order = ops.top_k(masked, attacker.rank)
+    target = ops.cast(order[:, attacker.rank - 1], "int32")
     return target, target
 
 
@@ -112,8 +118,8 @@ def _batch_record(suite: Suite, fns, index, x, y, *, predict, attack_model,
                   ensemble, surrogates, num_classes, seed) -> dict:
     """Runs every attacker of `suite` on batch `index`; returns the batch's
     log record (per-image outcomes)."""
-    x = tf.convert_to_tensor(x, tf.float32)
-    y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+    x = ops.convert_to_tensor(x, "float32")
+    y = ops.cast(ops.reshape(ops.convert_to_tensor(y), (-1,)), "int32")
     logits = predict(x)
     record = {"batch": index, "n": int(y.shape[0]),
               "clean": _correct(logits, y), "attackers": {}}
@@ -129,15 +135,16 @@ def _batch_record(suite: Suite, fns, index, x, y, *, predict, attack_model,
         x_adv = _call_attack(fns[a.label], a, crafting, x, labels, y,
                              seed=(seed * 1_000_003 + index) * 1009 + k)
         adv_logits = predict(x_adv)
-        delta = tf.reshape(tf.cast(x_adv, tf.float32) - x,
-                           [y.shape[0], -1])
+        delta = ops.reshape(ops.cast(x_adv, "float32") - x,
+                            (y.shape[0], -1))
         record["attackers"][a.label] = {
             "correct": _correct(adv_logits, y),
             "target_hit": None if target is None else
             _correct(adv_logits, target),
-            "l2": np.round(tf.norm(delta, axis=1).numpy(), 5).tolist(),
-            "linf": np.round(tf.reduce_max(tf.abs(delta), 1).numpy(),
-                             6).tolist(),
+            "l2": np.round(ops.convert_to_numpy(ops.norm(delta, axis=1)),
+                           5).tolist(),
+            "linf": np.round(ops.convert_to_numpy(
+                ops.max(ops.abs(delta), 1)), 6).tolist(),
         }
     return record
 
@@ -210,8 +217,9 @@ def run_suite(model: keras.Model, dataset: Iterable, suite: Suite, *,
 
 
 def _correct(logits, labels) -> list[bool]:
-    pred = tf.argmax(logits, -1, output_type=tf.int32)
-    return tf.equal(pred, tf.cast(labels, tf.int32)).numpy().tolist()
+    pred = ops.cast(ops.argmax(logits, -1), "int32")
+    return ops.convert_to_numpy(
+        ops.equal(pred, ops.cast(labels, "int32"))).tolist()
 
 
 def summarize(suite: Suite, records: Sequence[dict]) -> dict[str, Any]:

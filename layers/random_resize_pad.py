@@ -1,7 +1,7 @@
 """Random resize then random zero-pad, a test-time randomized defense."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 INTERPOLATIONS = ("nearest", "bilinear")
 
@@ -33,10 +33,15 @@ class RandomResizePad(keras.layers.Layer):
     `differentiable = True`: resize (either interpolation) and padding have
     gradients for each drawn size and offset.
 
-    Implementation note: `keras.ops` cannot resize or pad to tensor-valued
-    (random) sizes inside a graph, so `call` uses `tf.image.resize` and
-    `tf.pad` (TensorFlow backend only; works eagerly and in `tf.function`,
-    not under XLA, which needs compile-time sizes).
+    Implementation note: a compiled graph (`tf.function`, `jax.jit`, XLA)
+    needs static shapes, and the drawn size is a tensor, so `call` does
+    not resize to `rnd x rnd` and pad: it applies, per axis, a
+    `(max_size, size)` interpolation matrix whose rows `top..top+rnd-1`
+    hold `tf.image.resize`'s half-pixel-centre weights (nearest: one-hot
+    rows, an exact copy; bilinear: the two-tap weights) and whose other
+    rows are zero (the padding). Only `keras.ops` and `keras.random` are
+    used, so it runs on every backend, eagerly and compiled; its
+    randomness comes from the layer's own `keras.random.SeedGenerator`.
 
     Args:
         max_size: int >= 2, output height and width (paper: 331).
@@ -138,14 +143,16 @@ class RandomResizePad(keras.layers.Layer):
         """
         lo, hi = self._min_size, self.max_size
         u = keras.random.uniform((3,), seed=self.seed_generator)
-        u = tf.cast(u, "float32")
-        rnd = lo + tf.cast(tf.floor(u[0] * (hi - lo)), "int32")
-        rnd = tf.minimum(rnd, hi - 1)
+        u = ops.cast(u, "float32")
+        rnd = lo + ops.cast(ops.floor(u[0] * (hi - lo)), "int32")
+        rnd = ops.minimum(rnd, hi - 1)
         room = hi - rnd + 1  # number of admissible offsets per axis
-        roomf = tf.cast(room, "float32")
+        roomf = ops.cast(room, "float32")
         # Clip: float rounding can make u * room equal room.
-        top = tf.minimum(tf.cast(tf.floor(u[1] * roomf), "int32"), room - 1)
-        left = tf.minimum(tf.cast(tf.floor(u[2] * roomf), "int32"), room - 1)
+        top = ops.minimum(ops.cast(ops.floor(u[1] * roomf), "int32"),
+                          room - 1)
+        left = ops.minimum(ops.cast(ops.floor(u[2] * roomf), "int32"),
+                           room - 1)
         return rnd, top, left
 
     def patterns(self) -> list[tuple[int, int, int, float]]:
@@ -183,14 +190,12 @@ class RandomResizePad(keras.layers.Layer):
         Returns:
             Tensor `(batch, max_size, max_size, channels)`, dtype of `x`.
         """
-        if not (isinstance(rnd, int) and tuple(x.shape[1:3]) == (rnd, rnd)):
-            x = self._resize(x, tf.stack([rnd, rnd]) if tf.is_tensor(rnd)
-                             else [rnd, rnd])
-        bottom = self.max_size - rnd - top
-        right = self.max_size - rnd - left
-        out = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
-        return tf.ensure_shape(
-            out, [None, self.max_size, self.max_size, x.shape[-1]])
+        x = ops.convert_to_tensor(x)
+        height, width = x.shape[1], x.shape[2]
+        rows = self._axis_matrix(height, rnd, top, x.dtype)
+        cols = self._axis_matrix(width, rnd, left, x.dtype)
+        out = ops.einsum("ih,bhwc->biwc", rows, x)
+        return ops.einsum("jw,biwc->bijc", cols, out)
 
     def call(self, inputs):
         if self.active:
@@ -198,10 +203,33 @@ class RandomResizePad(keras.layers.Layer):
         else:
             rnd = self._min_size
             top = left = (self.max_size - rnd) // 2
-        return tf.cast(self.transform(inputs, rnd, top, left), inputs.dtype)
+        return ops.cast(self.transform(inputs, rnd, top, left), inputs.dtype)
 
-    def _resize(self, x, size):
-        return tf.image.resize(x, size, method=self.interpolation)
+    def _axis_matrix(self, size, rnd, start, dtype):
+        """float `(max_size, size)`: row `start + i` (`0 <= i < rnd`) holds
+        the weights with which output pixel `i` of a resize from `size` to
+        `rnd` pixels reads the input (`tf.image.resize`, half-pixel
+        centres, no antialiasing; the identity when `rnd == size`); the
+        other rows are zero (the padding)."""
+        out = ops.arange(self.max_size, dtype="int32")[:, None]
+        src = ops.arange(size, dtype="int32")[None, :]
+        i = out - start  # output pixel of the resized image
+        inside = ops.logical_and(i >= 0, i < rnd)
+        scale = size / ops.cast(rnd, "float32")  # float32, as TF's kernels
+        centre = (ops.cast(i, "float32") + 0.5) * scale
+        if self.interpolation == "nearest":
+            near = ops.minimum(ops.cast(ops.floor(centre), "int32"), size - 1)
+            weight = ops.cast(ops.equal(src, ops.maximum(near, 0)), "float32")
+        else:
+            pos = centre - 0.5
+            floor = ops.floor(pos)
+            lerp = pos - floor
+            lower = ops.maximum(ops.cast(floor, "int32"), 0)
+            upper = ops.minimum(ops.cast(ops.ceil(pos), "int32"), size - 1)
+            weight = (ops.cast(ops.equal(src, lower), "float32") * (1.0 - lerp)
+                      + ops.cast(ops.equal(src, upper), "float32") * lerp)
+        weight = ops.where(inside, weight, 0.0)
+        return ops.cast(weight, dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.max_size, self.max_size,

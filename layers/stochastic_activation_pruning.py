@@ -119,8 +119,7 @@ class StochasticActivationPruning(keras.layers.Layer):
         # Algorithm 1: r draws with replacement from p = |a| / sum |a|.
         draws = keras.random.categorical(
             logits, r, seed=self.seed_generator)
-        counts = ops.bincount(draws, minlength=n)
-        counts = ops.stop_gradient(counts)
+        counts = ops.stop_gradient(_count_draws(draws, n))
         out = prune_and_rescale(a, counts, r)
         return ops.cast(ops.reshape(out, (-1,) + shape[1:]), inputs.dtype)
 
@@ -132,6 +131,20 @@ class StochasticActivationPruning(keras.layers.Layer):
         config.update(
             {"ratio": self.ratio, "active": self.active, "seed": self.seed})
         return config
+
+
+def _count_draws(draws, n):
+    """int32 `(batch, n)`: how often each of `n` indices occurs in each row
+    of `draws` `(batch, r)`. A scatter-add, which compiles under jax.jit
+    with a dynamic batch (a batched `ops.bincount` does not)."""
+    draws = ops.cast(draws, "int32")
+    batch, r = ops.shape(draws)[0], draws.shape[1]
+    rows = ops.repeat(ops.expand_dims(ops.arange(batch, dtype="int32"), 1),
+                      r, axis=1)
+    index = ops.stack([ops.reshape(rows, (-1,)), ops.reshape(draws, (-1,))],
+                      axis=1)
+    ones = ops.ones_like(ops.reshape(draws, (-1,)))
+    return ops.scatter(index, ones, (batch, n))
 
 
 def prune_and_rescale(a, counts, r):

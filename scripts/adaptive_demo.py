@@ -58,15 +58,20 @@ trained from seed `--seed` + its index, whatever subset is run.
 
 Writes report.json, report.md and run_info.json (not run.json, which
 scripts/model_zoo.py would read as a model-zoo recipe) to `--output`.
+
+Runs on the Keras backend of KERAS_BACKEND ("tensorflow" by default, or
+"jax"); TensorFlow is not needed under JAX.
 """
 
 import argparse
 import json
+import logging
 import os
 import pathlib
 import platform
 import sys
 import time
+from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -75,7 +80,7 @@ sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
 
 import models  # noqa: E402
 from attacks.adaptive import (  # noqa: E402
@@ -84,6 +89,7 @@ from attacks.apgd import apgd_ce, apgd_dlr  # noqa: E402
 from attacks.square import square  # noqa: E402
 from attacks.exact_eot import exact_eot  # noqa: E402
 from attacks.pgd import pgd  # noqa: E402
+from core import backends  # noqa: E402
 from data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from layers import RandomResizePad, StochasticActivationPruning  # noqa: E402
 
@@ -219,16 +225,31 @@ def train(net: keras.Model, x, y, args) -> dict:
 
 
 # -------------------------------------------------------------- evaluation
-def accuracy(predict, x, y, batch_size: int) -> float:
-    fn = tf.function(lambda xb: predict(xb, training=False))
+def _logits(net, xb, *, predict):
+    """`predict(xb, training=False)`; `net` is the Keras model whose
+    variables `predict` reads (passed live to the compiled function)."""
+    del net
+    return predict(xb, training=False)
+
+
+_LOGITS = backends.compile_fn(_logits, static_argnames=("predict",))
+
+
+def accuracy(predict, x, y, batch_size: int, model=None) -> float:
+    """Accuracy of `predict` on `(x, y)`, compiled, batch by batch.
+    `model`: the Keras model that `predict` calls (its weights and random
+    state are read live under JAX); None treats `predict` itself as it."""
+    net = predict if model is None else model
     correct = 0
     for i in range(0, len(x), batch_size):
-        logits = fn(tf.constant(x[i:i + batch_size]))
+        logits = _LOGITS(net, ops.convert_to_tensor(x[i:i + batch_size]),
+                         predict=predict)
+        logits = ops.convert_to_numpy(logits)
         correct += int(np.sum(np.argmax(logits, -1) == y[i:i + batch_size]))
     return correct / len(x)
 
 
-def run_attack(model, x, y, seed: int, args) -> tf.Tensor:
+def run_attack(model, x, y, seed: int, args) -> Any:
     """`args.attack` on one batch, L-inf `args.eps`, `args.steps` steps."""
     if args.attack == "pgd":
         return pgd(model, x, y, eps=args.eps, step_size=args.step_size,
@@ -245,13 +266,14 @@ def attack_accuracy(adaptive, net, x, y, args) -> dict:
     require_adaptive(net, adaptive.description)
     start, x_adv = time.time(), []
     for b, i in enumerate(range(0, len(x), args.batch_size)):
-        x_adv.append(run_attack(adaptive.attack_model,
-                                x[i:i + args.batch_size],
-                                y[i:i + args.batch_size], args.seed + b,
-                                args).numpy())
+        x_adv.append(ops.convert_to_numpy(run_attack(
+            adaptive.attack_model,
+            x[i:i + args.batch_size], y[i:i + args.batch_size], args.seed + b,
+            args)))
     x_adv = np.concatenate(x_adv)
     assert np.max(np.abs(x_adv - x)) <= args.eps + 1e-6
-    return {"pgd_acc": accuracy(adaptive.predict, x_adv, y, args.batch_size),
+    return {"pgd_acc": accuracy(adaptive.predict, x_adv, y, args.batch_size,
+                                net),
             "max_linf": float(np.max(np.abs(x_adv - x))),
             "seconds": round(time.time() - start, 1),
             "description": adaptive.description}
@@ -275,8 +297,10 @@ def evaluate_defense(name, net, undefended, x, y, args) -> dict:
     naive = adaptive_model(net, naive=True)
     plain = adaptive_model(undefended)
     row = {"defense": name,
-           "clean_acc": accuracy(adaptive.predict, x, y, args.batch_size),
-           "clean_acc_naive": accuracy(naive.predict, x, y, args.batch_size),
+           "clean_acc": accuracy(adaptive.predict, x, y, args.batch_size,
+                                 net),
+           "clean_acc_naive": accuracy(naive.predict, x, y, args.batch_size,
+                                       net),
            "naive": {**attack_accuracy(naive, net, x, y, args),
                      "flag": NAIVE_FLAG},
            "adaptive": attack_accuracy(adaptive, net, x, y, args),
@@ -284,7 +308,8 @@ def evaluate_defense(name, net, undefended, x, y, args) -> dict:
                "network": ("plain madry_cnn (separately trained)"
                            if name == "thermometer" else
                            "same trained weights, defense layer active=False"),
-               "clean_acc": accuracy(plain.predict, x, y, args.batch_size),
+               "clean_acc": accuracy(plain.predict, x, y, args.batch_size,
+                                     undefended),
                **attack_accuracy(plain, undefended, x, y, args)}}
     gap = 100 * (row["adaptive"]["pgd_acc"] - row["undefended"]["pgd_acc"])
     row["gap_points"] = round(gap, 2)
@@ -365,15 +390,26 @@ def upsample(images: np.ndarray, factor: int) -> np.ndarray:
         return x
     size = 28 * factor
     return np.concatenate([
-        np.clip(tf.image.resize(x[i:i + 5000], [size, size],
-                                method="bilinear").numpy(), 0.0, 1.0)
+        np.clip(ops.convert_to_numpy(ops.image.resize(
+            x[i:i + 5000], (size, size), interpolation="bilinear")), 0.0,
+            1.0)
         for i in range(0, len(x), 5000)])
+
+
+def backend_versions() -> dict:
+    """{"tensorflow": version} under TensorFlow; {"tensorflow": None,
+    "jax": version} under JAX (the library the Keras backend imported)."""
+    version = sys.modules[backends.BACKEND].__version__
+    if backends.BACKEND == "tensorflow":
+        return {"tensorflow": version}
+    return {"tensorflow": None, backends.BACKEND: version}
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     wall = time.time()
-    tf.get_logger().setLevel("ERROR")  # retracing notes: one per model
+    # TensorFlow's retracing notes (one per model; tf.get_logger()).
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     x_tr, y_tr = load_fashion_mnist("train")
     x_tr = upsample(x_tr[:args.num_train], args.upsample)
     y_tr = y_tr[:args.num_train].astype("int32")
@@ -421,7 +457,8 @@ def main(argv=None) -> dict:
     run = {"command": f"python scripts/adaptive_demo.py {flags}".strip(),
            "wall_time": f"{int(seconds // 60)} min {int(seconds % 60)} s",
            "machine": MACHINE, "python": platform.python_version(),
-           "tensorflow": tf.__version__, "keras": keras.__version__,
+           "backend": backends.BACKEND, **backend_versions(),
+           "keras": keras.__version__,
            "note": "the CPU was shared with other trainings during the run"}
     (out / "run_info.json").write_text(json.dumps(run, indent=2) + "\n")
     print(markdown(report))

@@ -4,8 +4,10 @@
 #     where apt-get is available and we are root (else: set FASHION_MNIST_DIR,
 #     or let tensorflow-datasets download it);
 #   - TensorFlow (tensorflow[and-cuda] when an NVIDIA GPU is visible, else
-#     tensorflow-cpu), requirements.txt and requirements-test.txt (the peer
-#     libraries ART and foolbox that the cross-library tests compare with).
+#     tensorflow-cpu) and JAX (jax[cuda12] / jax[cpu]: the second Keras
+#     backend, KERAS_BACKEND=jax), requirements.txt and requirements-test.txt
+#     (the peer libraries ART and foolbox that the cross-library tests
+#     compare with).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +25,10 @@ fi
 
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   TF="tensorflow[and-cuda]>=2.21,<2.22"
+  JAX="jax[cuda12]>=0.10"
 else
   TF="tensorflow-cpu>=2.21,<2.22"
+  JAX="jax[cpu]>=0.10"
 fi
-"$PY" -m pip install -q --disable-pip-version-check "$TF" -r requirements.txt \
-  -r requirements-test.txt
+"$PY" -m pip install -q --disable-pip-version-check "$TF" "$JAX" \
+  -r requirements.txt -r requirements-test.txt

@@ -231,3 +231,36 @@ def test_functions_are_short(path):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, long
+
+
+# Where each backend's own library may be imported (issue 15): TensorFlow
+# in its backend module, the tf.data / tfds input path, and the benchmark
+# of TensorFlow-based peer libraries; JAX in its backend module and the
+# JAX-only GPU benchmark. Everything else runs on `keras.ops`.
+BACKEND_IMPORTS = {
+    "tensorflow": {
+        "core/backends/tensorflow.py",   # the TensorFlow backend module
+        "data/tf_pipeline.py",           # tf.data input path
+        "data/augment.py",               # tf.data augmentation
+        "data/tfds_datasets.py",         # tensorflow-datasets input path
+        "benchmarks/peers_tensorflow.py",  # cleverhans & co. (TF peers)
+    },
+    "jax": {
+        "core/backends/jax.py",          # the JAX backend module
+        "benchmarks/gpu_at_step.py",     # JAX-only GPU benchmark
+    },
+}
+
+
+@pytest.mark.parametrize("library", sorted(BACKEND_IMPORTS))
+def test_backend_libraries_are_imported_only_where_allowed(library):
+    allowed = BACKEND_IMPORTS[library]
+    bad = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        for line, module, name in _imports(path):
+            full = f"{module}.{name}" if name and not module else module
+            if full.split(".")[0] in (library, f"{library}_datasets") \
+                    and rel not in allowed:
+                bad.append(f"{rel}:{line} imports {full}")
+    assert not bad, "\n".join(bad)

@@ -12,10 +12,12 @@ whose logs or weights are not finite is never written to `checkpoints/` or
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 
 import keras
 import numpy as np
+from absl import logging
 
 from core.keras_internals import GuardedBackupAndRestore
 
@@ -60,13 +62,27 @@ def build_callbacks(workdir: pathlib.Path, backup_every_steps: int | None
             None backs up at epoch ends only.
     """
     workdir = pathlib.Path(workdir)
-    return [
+    callbacks = [
         keras.callbacks.TerminateOnNaN(),
         _FiniteBackup(str(workdir / "backup"),
                       save_freq=backup_every_steps or "epoch",
                       double_checkpoint=True, delete_checkpoint=False),
         _FiniteCheckpoint(str(workdir / "checkpoints" / "last.keras")),
         keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True),
-        keras.callbacks.TensorBoard(str(workdir / "tensorboard"),
-                                    update_freq="epoch"),
     ]
+    if _tensorflow_installed():  # Keras writes TensorBoard logs with tf
+        callbacks.append(keras.callbacks.TensorBoard(
+            str(workdir / "tensorboard"), update_freq="epoch"))
+    else:
+        logging.info("TensorFlow is not installed: no TensorBoard logs "
+                     "(log.csv has the same scalars)")
+    return callbacks
+
+
+def _tensorflow_installed() -> bool:
+    """True where `import tensorflow` would find the package (Keras's
+    TensorBoard callback writes its summaries with it, on every backend)."""
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except ImportError:
+        return False

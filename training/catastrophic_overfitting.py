@@ -65,7 +65,8 @@ class CatastrophicOverfittingStop(keras.callbacks.Callback):
         """Fraction of the batch still classified correctly under attack."""
         net = self._net()
         x_adv = self.attack_fn(net, self.x, self.y)
-        pred = np.argmax(net(x_adv, training=False).numpy(), axis=-1)
+        pred = np.argmax(keras.ops.convert_to_numpy(net(x_adv, training=False)),
+                         axis=-1)
         return float(np.mean(pred == self.y))
 
     def on_epoch_end(self, epoch, logs=None):

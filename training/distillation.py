@@ -16,8 +16,9 @@ succeed. The model stores plain logits; T lives only in the training loss.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from core import backends
 from training import register_method
 
 
@@ -40,13 +41,13 @@ class SoftTargetCrossentropy(keras.losses.Loss):
         self.temperature = float(temperature)
 
     def call(self, y_true, y_pred):
-        logits = tf.cast(y_pred, tf.float32) / self.temperature
-        if y_true.shape.rank == 1 or (y_true.shape[-1] == 1
+        logits = ops.cast(y_pred, "float32") / self.temperature
+        if len(y_true.shape) == 1 or (y_true.shape[-1] == 1
                                       and logits.shape[-1] != 1):
-            y_true = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32),
-                                tf.shape(logits)[-1])
-        return tf.nn.softmax_cross_entropy_with_logits(
-            tf.cast(y_true, tf.float32), logits)
+            y_true = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)),
+                                          "int32"), logits.shape[-1])
+        return ops.categorical_crossentropy(
+            ops.cast(y_true, "float32"), logits, from_logits=True)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
@@ -94,21 +95,31 @@ class DistillationTrainer(keras.Model):
 
     def _one_hot(self, y):
         classes = self.net.output_shape[-1]
-        return tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), classes)
+        return ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), classes)
 
-    def train_step(self, data):
+    def soft_batch(self, data):
+        """`(x, targets, sample_weight)` of a training step: one-hot labels
+        (teacher stage) or the teacher's softmax at T (student stage)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.teacher is None:
             target = self._one_hot(y)
         else:
-            z = tf.cast(self.teacher(x, training=False), tf.float32)
-            target = tf.stop_gradient(tf.nn.softmax(z / self.temperature))
-        return super().train_step(
-            keras.utils.pack_x_y_sample_weight(x, target, sample_weight))
+            z = ops.cast(self.teacher(x, training=False), "float32")
+            target = ops.stop_gradient(ops.softmax(z / self.temperature))
+        return keras.utils.pack_x_y_sample_weight(x, target, sample_weight)
 
-    def test_step(self, data):
+    def train_step(self, *args):
+        # Keras's own step of the backend (TF: `(data)`, JAX: `(state,
+        # data)`) on the soft targets (core.backends).
+        return backends.prepared_train_step(self, args, self.soft_batch,
+                                            super().train_step)
+
+    def test_step(self, *args):
+        # The data is the last argument under both backends (JAX: `(state,
+        # data)`); the labels need no weights.
+        *state, data = args
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        return super().test_step(keras.utils.pack_x_y_sample_weight(
+        return super().test_step(*state, keras.utils.pack_x_y_sample_weight(
             x, self._one_hot(y), sample_weight))
 
     def get_config(self):

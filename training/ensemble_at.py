@@ -25,7 +25,7 @@ run repeats the sequence); `"round_robin"` cycles current, static 1, ...
 static n. The attack is any registered one (`attacks.from_config`), e.g.
 fgsm, rfgsm (R+FGSM, the paper's Sec. 4.1) or illc with steps=1 and
 step_size=eps (Step-LL).
-Cost: `tf.switch_case` runs only the chosen source, so a step costs one
+Cost: `keras.ops.switch` runs only the chosen source, so a step costs one
 attack on the k adversarial examples (one forward and backward pass of that
 model for a single-step attack, plus a forward pass with predicted labels)
 and one training pass on the m examples: less than standard single-step
@@ -38,13 +38,17 @@ in `net`.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from typing import Any, Mapping, Sequence
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 import attacks
+from attacks import primitives
+from core import backends
 from training import register_method
 from training.adversarial import AdversarialTrainer
 from training.losses import classification_loss
@@ -102,7 +106,9 @@ class EnsembleAdversarialTrainer(AdversarialTrainer):
         labels: one of `LABELS`: craft on the true labels or on the source
             model's predictions (the authors' code).
         seed: int seed of the "random" selection.
-        **kwargs: passed to `keras.Model`.
+        **kwargs: passed to `keras.Model` (and `rng_seed`, the seed of an
+            unseeded random attack's draws under JAX, to
+            `AdversarialTrainer`).
 
     Raises:
         ValueError: a bad `adv_fraction`, `adv_weight`, `selection` or
@@ -130,6 +136,12 @@ class EnsembleAdversarialTrainer(AdversarialTrainer):
         super().__init__(net, attack=None, alpha=0.0, **kwargs)
         self.attack = dict(attack)
         self._craft = attacks.from_config(self.attack)
+        # Under JAX an unseeded random attack (rfgsm) gets a seed pair per
+        # step from the trainer's generator, drawn before the switch.
+        self._seed_attack = (
+            self.attack.get("seed") is None and self.seed_generator is not
+            None and "seed" in inspect.signature(attacks.get_attack(
+                self.attack["name"])).parameters)
         for model in static_models:
             model.trainable = False
         self.static_models = list(static_models)
@@ -144,45 +156,66 @@ class EnsembleAdversarialTrainer(AdversarialTrainer):
         """`[net, static_1, ..., static_k]`; `source_index` points here."""
         return [self.net, *self.static_models]
 
-    def source_index(self) -> tf.Tensor:
-        """int32 scalar: the source of this step's adversarial examples,
-        from `optimizer.iterations` (round robin) or a stateless draw
-        seeded by `(seed, optimizer.iterations)` (random)."""
-        step = tf.cast(keras.ops.convert_to_tensor(
-            self.optimizer.iterations), tf.int64)
+    def source_index(self, step: Any = None) -> Any:
+        """int32 scalar tensor: the source of this step's adversarial
+        examples, from the optimizer step (round robin) or a stateless draw
+        seeded by `(seed, optimizer step)` (random). `step`: the step
+        (default: `optimizer.iterations`)."""
+        if step is None:
+            step = self.optimizer.iterations
+        step = ops.cast(step, keras.backend.standardize_dtype(step.dtype))
         n = len(self.sources)
         if self.selection == "round_robin":
-            return tf.cast(step % n, tf.int32)
-        return tf.random.stateless_uniform(
-            [], tf.stack([tf.constant(self.seed, tf.int64), step]),
-            minval=0, maxval=n, dtype=tf.int32)
+            return ops.cast(step % n, "int32")
+        # core.backends reduces a seed pair mod 2**31 - 1: reducing the int
+        # first changes nothing and keeps it in int32 under JAX.
+        pair = ops.stack([ops.convert_to_tensor(self.seed % (2 ** 31 - 1),
+                                                ops.dtype(step)), step])
+        return primitives.uniform((), pair, 0, n, "int32")
 
-    def mixed_batch(self, data):
+    def mixed_batch(self, data, step: Any = None):
         """`(x_mix, y, sample_weight)` for the stock step: the first m - k
         examples clean, the last k adversarial, weighted so that the mean
-        loss is Kurakin et al.'s L (see the module doc)."""
+        loss is Kurakin et al.'s L (see the module doc). `step`: the
+        optimizer step that picks the source (default:
+        `optimizer.iterations`)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        m = tf.shape(x)[0]
-        k = tf.cast(tf.round(self.adv_fraction * tf.cast(m, tf.float32)),
-                    tf.int32)
+        m, k = self._split(x)
         x_src = x[m - k:]
         y_src = None if self.labels == "predicted" else y[m - k:]
-        branches = [functools.partial(self._craft, model, x_src, y_src)
-                    for model in self.sources]
-        x_adv = tf.stop_gradient(tf.switch_case(self.source_index(),
-                                                branches))
-        x_mix = tf.concat([x[:m - k], tf.cast(x_adv, x.dtype)], 0)
-        m_f, k_f = tf.cast(m, tf.float32), tf.cast(k, tf.float32)
+        kw = self.attack_seed()
+        branches = [functools.partial(self._craft, model, x_src, y_src,
+                                      **kw) for model in self.sources]
+        x_adv = ops.stop_gradient(ops.switch(self.source_index(step),
+                                             branches))
+        x_mix = ops.concatenate([x[:m - k], ops.cast(x_adv, x.dtype)], 0)
+        m_f, k_f = ops.cast(m, "float32"), ops.cast(k, "float32")
         scale = m_f / (m_f - k_f + self.adv_weight * k_f)
-        weights = tf.concat([tf.fill([m - k], scale),
-                             tf.fill([k], scale * self.adv_weight)], 0)
+        weights = ops.concatenate([ops.full((m - k,), scale),
+                                   ops.full((k,), scale * self.adv_weight)],
+                                  0)
         if sample_weight is not None:
-            weights *= tf.cast(sample_weight, tf.float32)
+            weights *= ops.cast(sample_weight, "float32")
         return x_mix, y, weights
 
-    def train_step(self, data):
-        # The parent step (attack=None) leaves the batch as given.
-        return super().train_step(self.mixed_batch(data))
+    def _split(self, x):
+        """`(m, k)`: the batch size and the number of adversarial examples
+        `round(adv_fraction * m)` (float32, half to even); Python ints when
+        the batch size is static (always under JAX), else int32 tensors."""
+        m = ops.shape(x)[0]
+        if isinstance(m, int):
+            return m, int(np.round(np.float32(self.adv_fraction) *
+                                   np.float32(m)))
+        k = ops.round(self.adv_fraction * ops.cast(m, "float32"))
+        return m, ops.cast(k, "int32")
+
+    def train_step(self, *args):
+        # The parent step (attack=None) leaves the batch as given and makes
+        # the logs per-worker; `mixed_batch` reads the optimizer step
+        # (under JAX, its value in the trainer state, which
+        # `backends.prepared_train_step` maps while the batch is crafted).
+        return backends.prepared_train_step(
+            self, args, self.mixed_batch, super().train_step)
 
     def get_config(self):
         config = super().get_config()

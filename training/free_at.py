@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
+from keras import ops
 
+from core import backends
 from core.keras_internals import track_loss
 from training import register_method
 from training.adversarial import AdversarialTrainer
 from training.losses import classification_loss
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
+TOO_LARGE = ("FreeAdversarialTrainer: the batch is larger than the "
+             "per-replica batch its delta was built for")
 
 
 def _check(eps, replays) -> None:
@@ -41,6 +44,21 @@ def _check(eps, replays) -> None:
     if not isinstance(eps, (int, float, np.number)) or not (
             np.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0; got {eps!r}")
+
+
+def _replicas(model: keras.Model) -> int:
+    """The replicas a step's batch is split across: the `tf.distribute`
+    strategy's (TensorFlow), 1 under JAX (the step sees the global batch)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return 1 if strategy is None else strategy.num_replicas_in_sync
+
+
+def _check_batch(batch, rows: int) -> None:
+    """Raises ValueError(`TOO_LARGE`) for a batch of known size (a Python
+    int: always under JAX) larger than `rows`; a batch known only at run
+    time is checked by the slice of `_delta_rows`."""
+    if isinstance(batch, int) and batch > rows:
+        raise ValueError(f"{TOO_LARGE}: batch {batch} > {rows}")
 
 
 @keras.saving.register_keras_serializable(package="robust_recipes")
@@ -57,7 +75,9 @@ class FreeAdversarialTrainer(AdversarialTrainer):
     `num_replicas_in_sync`. Under `tf.distribute` it is an ON_READ variable:
     every replica keeps and updates its own `delta` (its own slice of the
     data); reading it across replicas (saving, `get_weights`) gives the
-    mean. It is saved with the trainer, so a resumed run keeps it; a saved
+    mean. Under JAX the step sees the global batch (Keras shards it
+    through `keras.distribution`), so `delta` has the global batch's
+    shape. It is saved with the trainer, so a resumed run keeps it; a saved
     `delta` of another shape (another replica count) is ignored on loading
     and training restarts from 0 (a warning is logged). A batch smaller
     than the variable (a last, partial batch; train.py drops those) uses
@@ -88,9 +108,11 @@ class FreeAdversarialTrainer(AdversarialTrainer):
     Raises:
         ValueError: `eps` negative or not finite, `replays` not an integer
             >= 1; in `build()`, an unknown batch size or a global batch not
-            divisible by the number of replicas.
-        tf.errors.InvalidArgumentError: a training batch larger than the
-            per-replica batch `delta` was built for.
+            divisible by the number of replicas; in a step, a training batch
+            of known size larger than the per-replica batch `delta` was
+            built for (`TOO_LARGE`).
+        tf.errors.InvalidArgumentError: under TensorFlow, a training batch
+            whose size is only known at run time and is larger than that.
     """
 
     def __init__(self, net: keras.Model, eps: float = 8 / 255,
@@ -104,7 +126,7 @@ class FreeAdversarialTrainer(AdversarialTrainer):
     def build(self, input_shape):
         super().build(input_shape)
         batch = input_shape[0]
-        replicas = self.distribute_strategy.num_replicas_in_sync
+        replicas = _replicas(self)
         if batch is None or batch % replicas:
             raise ValueError(
                 "FreeAdversarialTrainer needs a known global batch size "
@@ -131,47 +153,62 @@ class FreeAdversarialTrainer(AdversarialTrainer):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # The backend's calling convention (TF: `(data)` -> logs, JAX:
+        # `(state, data)` -> `(logs, state)`) around the stateful `step`.
+        return self.backend_logs(backends.train_step(self, args, self.step))
+
+    def step(self, data):
+        """Algorithm 1's inner loop on one minibatch in stateful style
+        (under JAX, core.backends maps the trainer's state onto its
+        variables): `replays` optimizer steps and FGSM steps of `delta`;
+        returns the logs of the last replay."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = tf.cast(x, tf.float32)
-        batch = tf.shape(x)[0]
-        check = tf.debugging.assert_less_equal(
-            batch, tf.shape(self.delta)[0],
-            message="FreeAdversarialTrainer: the batch is larger than the "
-                    "per-replica batch its delta was built for")
-        # In a graph the shape ops below need not wait for the assert: make
-        # them, so that a too-large batch always fails with its message.
-        with tf.control_dependencies([check] if check is not None else []):
-            batch = tf.identity(batch)
+        x = ops.cast(x, "float32")
+        batch = ops.shape(x)[0]
+        _check_batch(batch, self.delta.shape[0])
         weights = self.trainable_weights
         for replay in range(self.replays):  # Algorithm 1, inner loop
-            delta = tf.convert_to_tensor(self.delta)[:batch]
-            with tf.GradientTape() as tape:
-                tape.watch(delta)
-                x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
+            last = replay == self.replays - 1
+            delta = self._delta_rows(batch)
+
+            def loss_fn(delta, last=last):
+                x_adv = ops.clip(x + delta, 0.0, 1.0)
                 y_pred = self(x_adv, training=True)
                 loss = self.compute_loss(
                     x=x_adv, y=y, y_pred=y_pred, sample_weight=sample_weight,
                     training=True)
-                if replay == self.replays - 1:
+                if last:
                     track_loss(self, loss, batch)
-                loss = self.optimizer.scale_loss(loss)
-            *grads, grad_delta = tape.gradient(loss, [*weights, delta])
+                return self.optimizer.scale_loss(loss), (x_adv, y_pred)
+
+            _, (x_adv, y_pred), grads, (grad_delta,) = backends.gradients(
+                loss_fn, weights, [delta])
             self.optimizer.apply_gradients(zip(grads, weights))
             self._step_delta(delta, grad_delta, batch)
-        logs = self.compute_metrics(x_adv, y, y_pred,
+        return self.compute_metrics(x_adv, y, y_pred,
                                     sample_weight=sample_weight)
-        return self.per_worker_logs(logs)
+
+    def _delta_rows(self, batch):
+        """The first `batch` rows of `delta` (a tensor). A batch of known
+        size was checked by `_check_batch`; under TensorFlow one known only
+        at run time and too large fails in the slice (`ops.slice` refuses a
+        size beyond the rows, where `[:batch]` would clip it)."""
+        delta = ops.convert_to_tensor(self.delta)
+        if isinstance(batch, int):
+            return delta[:batch]
+        return ops.slice(delta, [0] * len(self.delta.shape),
+                         [batch, *self.delta.shape[1:]])
 
     def _step_delta(self, delta, grad, batch):
         """`delta <- clip(delta + eps * sign(grad), -eps, eps)` on the first
         `batch` rows. A non-finite gradient (a skipped mixed-precision step)
         leaves those pixels unchanged."""
-        grad = tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad))
-        new = tf.clip_by_value(delta + self.eps * tf.sign(grad), -self.eps,
-                               self.eps)
-        rest = tf.convert_to_tensor(self.delta)[batch:]
-        self.delta.assign(tf.concat([new, rest], axis=0))
+        grad = ops.where(ops.isfinite(grad), grad, ops.zeros_like(grad))
+        new = ops.clip(delta + self.eps * ops.sign(grad), -self.eps,
+                       self.eps)
+        rest = ops.convert_to_tensor(self.delta)[batch:]
+        self.delta.assign(ops.concatenate([new, rest], axis=0))
 
     def load_own_variables(self, store):
         saved = store["0"] if "0" in store else None

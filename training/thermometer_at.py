@@ -19,10 +19,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 import attacks
 from attacks.ls_pga import LS_PGA_ARGS, check_args, split_thermometer
+from core import backends
 from training import register_method
 from training.adversarial import AdversarialTrainer
 from training.losses import classification_loss
@@ -46,7 +47,8 @@ class ThermometerTrainer(AdversarialTrainer):
         attack: `{"name": "ls_pga", "eps": ..., "steps": ..., ...}` with the
             keyword arguments of `ls_pga` (`LS_PGA_ARGS`).
         alpha: clean-loss weight in [0, 1).
-        **kwargs: passed to `keras.Model`.
+        **kwargs: passed to `keras.Model` (and `rng_seed`, the seed of an
+            unseeded attack's draws under JAX, to `AdversarialTrainer`).
 
     Raises:
         ValueError: attack name not "ls_pga", unknown attack keys, bad
@@ -74,17 +76,25 @@ class ThermometerTrainer(AdversarialTrainer):
         super().__init__(net, attack=None, alpha=alpha, **kwargs)
         self.attack = attack
         self._ls_pga = attacks.from_config(attack)
+        # Under JAX an unseeded attack gets a seed pair per step from the
+        # trainer's generator (`attack_seed`).
+        self._seed_attack = (attack.get("seed") is None
+                             and self.seed_generator is not None)
 
     def adversarial_batch(self, data):
         """The `(x, y, sample_weight)` the step trains on: `x` then its
         LS-PGA image along the batch axis (only the latter if alpha = 0)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x_adv = tf.stop_gradient(self._ls_pga(self.net, x, y))
+        x_adv = ops.stop_gradient(self._ls_pga(self.net, x, y,
+                                               **self.attack_seed()))
         return self.mix_batch(x, x_adv, y, sample_weight)
 
-    def train_step(self, data):
-        # The parent step (attack=None) leaves the batch as given.
-        return super().train_step(self.adversarial_batch(data))
+    def train_step(self, *args):
+        # The parent step (attack=None) leaves the batch as given and makes
+        # the logs per-worker (core.backends: TF `(data)`, JAX `(state,
+        # data)`).
+        return backends.prepared_train_step(self, args, self.adversarial_batch,
+                                            super().train_step)
 
 
 @register_method("thermometer")

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 import attacks
 from attacks.primitives import validate
 from attacks.trades_kl import kl_divergence
+from core import backends
 from core.keras_internals import track_loss
 from training import register_method
 from training.adversarial import AdversarialTrainer
@@ -72,12 +73,12 @@ class TradesLoss(keras.losses.Loss):
             raise ValueError(
                 "TradesLoss needs y_pred = [clean logits, adversarial "
                 f"logits] of shape (batch, 2 * classes); got {y_pred.shape}")
-        clean, adv = tf.split(tf.cast(y_pred, tf.float32), 2, axis=-1)
-        labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        clean, adv = ops.split(ops.cast(y_pred, "float32"), 2, axis=-1)
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
         classes = width // 2
-        target = tf.one_hot(labels, classes) * (1.0 - self.label_smoothing)
+        target = ops.one_hot(labels, classes) * (1.0 - self.label_smoothing)
         target += self.label_smoothing / classes
-        ce = tf.nn.softmax_cross_entropy_with_logits(target, clean)
+        ce = ops.categorical_crossentropy(target, clean, from_logits=True)
         return ce + self.beta * kl_divergence(clean, adv)
 
     def get_config(self):
@@ -94,10 +95,10 @@ class TradesTrainer(AdversarialTrainer):
     no gradient through it), calls `net` in training mode on `x` and on
     `x_adv` separately, and hands `y_pred = [clean, adv]` (shape `(batch,
     2 * classes)`) to the compiled loss through Keras's own `compute_loss`,
-    so regularisation losses, loss scaling under `tf.distribute` and mixed
-    precision are Keras's. Training-step metrics use the clean logits;
-    `test_step` is clean too (its loss is the CE: the KL of x with itself
-    is 0).
+    so regularisation losses, loss scaling under a distribution strategy
+    and mixed precision are Keras's. Training-step metrics use the clean
+    logits; `test_step` is clean too (its loss is the CE: the KL of x with
+    itself is 0).
 
     Args:
         net: a `keras.Model` mapping float32 `(batch, height, width,
@@ -107,8 +108,9 @@ class TradesTrainer(AdversarialTrainer):
         step_size: its step (0.007 / 0.01 in the paper), > 0.
         steps: its number of steps (10 / 40 in the paper), >= 1.
         seed: None draws the 0.001 * N(0, 1) start from the global
-            generator; an int makes it the stateless pair (seed, optimizer
-            step), reproducible.
+            generator (TensorFlow) or from the trainer's own
+            `seed_generator` (JAX, seeded by `rng_seed`); an int makes it
+            the stateless pair (seed, optimizer step), reproducible.
         **kwargs: passed to `keras.Model`.
 
     Call arguments:
@@ -130,11 +132,15 @@ class TradesTrainer(AdversarialTrainer):
         self.seed = None if seed is None else int(seed)
 
     def _adversarial(self, x):
-        seed = None
+        seed = self.seed_generator  # None under TensorFlow
         if self.seed is not None:
-            seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(
-                self.optimizer.iterations, tf.int64)])
-        return tf.stop_gradient(attacks.trades_kl(
+            it = self.optimizer.iterations
+            step = ops.cast(it, keras.backend.standardize_dtype(it.dtype))
+            # core.backends reduces a seed pair mod 2**31 - 1: reducing the
+            # int first changes nothing and keeps it in int32 under JAX.
+            seed = ops.stack([ops.convert_to_tensor(
+                self.seed % (2 ** 31 - 1), ops.dtype(step)), step])
+        return ops.stop_gradient(attacks.trades_kl(
             self.net, x, None, eps=self.eps, step_size=self.step_size,
             steps=self.steps, seed=seed))
 
@@ -148,27 +154,36 @@ class TradesTrainer(AdversarialTrainer):
                              f"trades.TradesLoss; got {self.loss!r}")
         if y_pred is not None and y_pred.shape[-1] == self.net.output_shape[
                 -1]:
-            y_pred = tf.concat([y_pred, y_pred], axis=-1)
+            y_pred = ops.concatenate([y_pred, y_pred], axis=-1)
         return super().compute_loss(x, y, y_pred, sample_weight,
                                     training=training)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # The backend's calling convention (TF: `(data)` -> logs, JAX:
+        # `(state, data)` -> `(logs, state)`) around the stateful `step`.
+        return self.backend_logs(backends.train_step(self, args, self.step))
+
+    def step(self, data):
+        """One TRADES step on `data` in stateful style (under JAX,
+        core.backends maps the trainer's state onto its variables);
+        returns the logs."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = tf.cast(x, tf.float32)
+        x = ops.cast(x, "float32")
         x_adv = self._adversarial(x)
-        with tf.GradientTape() as tape:
+
+        def loss_fn():
             clean = self(x, training=True)
             adv = self(x_adv, training=True)  # a separate BatchNorm batch
             loss = self.compute_loss(
-                x=x, y=y, y_pred=tf.concat([clean, adv], axis=-1),
+                x=x, y=y, y_pred=ops.concatenate([clean, adv], axis=-1),
                 sample_weight=sample_weight, training=True)
-            track_loss(self, loss, tf.shape(x)[0])
-            loss = self.optimizer.scale_loss(loss)
+            track_loss(self, loss, ops.shape(x)[0])
+            return self.optimizer.scale_loss(loss), clean
+
         weights = self.trainable_weights
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights),
-                                           weights))
-        return self.per_worker_logs(self.compute_metrics(
-            x, y, clean, sample_weight=sample_weight))
+        _, clean, grads, _ = backends.gradients(loss_fn, weights)
+        self.optimizer.apply_gradients(zip(grads, weights))
+        return self.compute_metrics(x, y, clean, sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()

@@ -29,6 +29,10 @@ the functions re-exported here:
 - `get_strategy(name, tpu)`, `is_chief`, `worker_id`: the multi-device
   path (`tf.distribute` under TensorFlow, `keras.distribution.DataParallel`
   under JAX), chosen by training.distribute;
+- `fori_loop(model, lower, upper, body, init)` / `while_loop(model, cond,
+  body, loop_vars)`: `keras.ops`'s loops for a body that calls `model`
+  (JAX carries the model's non-trainable state, such as a random layer's
+  seed, through the loop instead of leaking it);
 - `is_traced(x)`: whether `x` is a symbolic value (inside `tf.function` /
   `jax.jit`) whose values cannot be read.
 
@@ -49,7 +53,8 @@ import keras
 BACKEND = keras.backend.backend()
 
 if BACKEND == "tensorflow":
-    from core.backends.tensorflow import (compile_fn, get_strategy,
+    from core.backends.tensorflow import (compile_fn, fori_loop,
+                                          get_strategy, while_loop,
                                           gradients, is_chief, is_traced,
                                           prepared_train_step,
                                           stateless_normal,
@@ -57,7 +62,8 @@ if BACKEND == "tensorflow":
                                           unseeded_normal, unseeded_uniform,
                                           value_and_grad, worker_id)
 elif BACKEND == "jax":
-    from core.backends.jax import (compile_fn, get_strategy, gradients,
+    from core.backends.jax import (compile_fn, fori_loop, get_strategy,
+                                   gradients, while_loop,
                                    is_chief, is_traced,
                                    prepared_train_step, stateless_normal,
                                    stateless_uniform, train_step,
@@ -68,7 +74,8 @@ else:
         f"robust-recipes runs on the Keras backends 'tensorflow' and 'jax'; "
         f"got KERAS_BACKEND={BACKEND!r}")
 
-__all__ = ["BACKEND", "compile_fn", "get_strategy", "gradients",
+__all__ = ["BACKEND", "compile_fn", "fori_loop", "get_strategy",
+           "gradients", "while_loop",
            "is_chief", "is_traced", "worker_id",
            "prepared_train_step", "stateless_normal", "stateless_uniform",
            "train_step", "unseeded_normal", "unseeded_uniform",

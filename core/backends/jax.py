@@ -182,17 +182,86 @@ def train_step(model: Any, args: tuple, step_fn: Callable[[Any], dict]
 def prepared_train_step(model: Any, args: tuple, prepare: Callable,
                         parent_step: Callable) -> tuple[dict, tuple]:
     """Keras's own JAX step (`parent_step(state, batch)`) on the batch that
-    `prepare(data)` crafts with the state's weights (an attack); the
-    non-trainable state `prepare` changes (seed generators) is kept."""
+    `prepare(data)` crafts with the state's weights and optimizer
+    variables (`optimizer.iterations`); the non-trainable state `prepare`
+    changes (seed generators) is kept."""
     state, data = args
     trainable, non_trainable = state[0], state[1]
-    pairs = list(zip(model.trainable_variables, trainable)) + list(
-        zip(model.non_trainable_variables, non_trainable))
+    groups = _state_groups(model, state)
+    pairs = [(v, s) for vs, ss in zip(groups[:3], state[:3])
+             if ss is not None for v, s in zip(vs, ss)]
     with _Scope(pairs) as scope:
         batch = prepare(data)
     non_trainable = [scope.state_mapping[id(v)]
                      for v in model.non_trainable_variables]
     return parent_step((trainable, non_trainable, *state[2:]), batch)
+
+
+def _loop_state(model: Any) -> list:
+    """The model's variables that a call may assign (non-trainable:
+    BatchNorm statistics, a random layer's seed state)."""
+    if not isinstance(model, keras.layers.Layer):
+        return []
+    return [v for v in model.variables if not v.trainable]
+
+
+def _carry_state(state_vars: list, body: Callable) -> Callable:
+    """`body(inner) -> inner` as a pure step `(inner, values) -> (inner,
+    values)` that maps `state_vars` to `values` while `body` runs."""
+
+    def step(inner, values):
+        with _Scope(zip(state_vars, values)) as scope:
+            inner = body(inner)
+            values = [scope.state_mapping[id(v)] for v in state_vars]
+        return inner, values
+
+    return step
+
+
+def fori_loop(model: Any, lower: Any, upper: Any, body: Callable,
+              init: Any) -> Any:
+    """`keras.ops.fori_loop(lower, upper, body, init)` where `body` may
+    call `model`: the model's non-trainable variables (a random layer's
+    seed state) travel in the loop carry, so a value assigned inside the
+    loop never escapes it as a tracer, and their final values are assigned
+    after the loop, as a `tf.while_loop` would leave them."""
+    state_vars = _loop_state(model)
+    if not state_vars:
+        return keras.ops.fori_loop(lower, upper, body, init)
+
+    def step(i, carry):
+        return _carry_state(state_vars, lambda inner: body(i, inner))(*carry)
+
+    out, values = keras.ops.fori_loop(lower, upper, step,
+                                      (init, [v.value for v in state_vars]))
+    _assign(state_vars, values)
+    return out
+
+
+def while_loop(model: Any, cond: Callable, body: Callable,
+               loop_vars: Any) -> Any:
+    """`keras.ops.while_loop(cond, body, loop_vars)` where `body` may call
+    `model` (see `fori_loop`); `cond` must not assign variables."""
+    state_vars = _loop_state(model)
+    if not state_vars:
+        return keras.ops.while_loop(cond, body, loop_vars)
+    is_tuple = isinstance(loop_vars, (tuple, list))
+    start = tuple(loop_vars) if is_tuple else (loop_vars,)
+
+    def run(inner):
+        out = body(*inner)
+        return tuple(out) if is_tuple else (out,)
+
+    out, values = keras.ops.while_loop(
+        lambda inner, values: cond(*inner), _carry_state(state_vars, run),
+        (start, [v.value for v in state_vars]))
+    _assign(state_vars, values)
+    return tuple(out) if is_tuple else out[0]
+
+
+def _assign(variables: list, values: list) -> None:
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 def _key(seed: Any) -> Any:

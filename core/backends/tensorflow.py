@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any, Callable, Sequence
 
+import keras
 import tensorflow as tf
 
 NO_GRADIENT = (
@@ -74,6 +75,22 @@ def prepared_train_step(model: Any, args: tuple, prepare: Callable,
     """Keras's own TF step (`parent_step(batch)`) on `prepare(data)`."""
     (data,) = args
     return parent_step(prepare(data))
+
+
+def fori_loop(model: Any, lower: Any, upper: Any, body: Callable,
+              init: Any) -> Any:
+    """`keras.ops.fori_loop(lower, upper, body, init)`: a `tf.while_loop`,
+    inside which the model's variables (a random layer's seed state) are
+    assigned as usual. `model` is used under JAX only."""
+    del model
+    return keras.ops.fori_loop(lower, upper, body, init)
+
+
+def while_loop(model: Any, cond: Callable, body: Callable,
+               loop_vars: Any) -> Any:
+    """`keras.ops.while_loop(cond, body, loop_vars)` (see `fori_loop`)."""
+    del model
+    return keras.ops.while_loop(cond, body, loop_vars)
 
 
 def _seed(seed: Any) -> Any:

@@ -1,23 +1,45 @@
 """Carlini-Wagner L-inf and L0: contract properties, closed-form checks on a
 linear model, and strength on a CNN trained on real Fashion-MNIST."""
 
+import contextlib
 import itertools
 import time
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from attacks.cw_l0 import cw_l0
 from attacks.cw_linf import cw_linf
-from tests.attacks.linear_model import LinearSoftmax
+from tests.attacks import linear_model
 
 N = 20  # correctly classified CNN test images attacked
 # Short budgets for CPU tests (the defaults use more Adam steps).
 FAST_LINF = dict(steps=30, learning_rate=0.05, c_init=0.1)
 FAST_L0 = dict(steps=30, learning_rate=0.1, prune_fraction=0.2, c_max=20.0)
 ATTACKS = {"cw_linf": cw_linf, "cw_l0": cw_l0}
+
+
+class LinearSoftmax(linear_model.LinearSoftmax):
+    """The shared linear model, called through `keras.ops` so that it runs
+    on every backend (inside a compiled JAX loop too)."""
+
+    def __call__(self, x):
+        return ops.matmul(ops.reshape(x, (-1, 12)), self.W) + self.B
+
+
+def _np(t):
+    return ops.convert_to_numpy(t)
+
+
+def _float64():
+    """A context in which float64 tensors exist: under JAX they need
+    `jax_enable_x64` (TensorFlow always has them)."""
+    if keras.backend.backend() == "jax":
+        import jax
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
 
 
 def _linf(a, b):
@@ -30,8 +52,8 @@ def _pixels(a, b):
 
 
 def _logits(model, x):
-    out = model(tf.constant(x, tf.float32))
-    return out.numpy()
+    out = model(ops.convert_to_tensor(x, "float32"))
+    return _np(out)
 
 
 def _linear_near_boundary(n=8, seed=1):
@@ -70,7 +92,7 @@ def _min_l0(lin, x, y):
 
 def test_linf_matches_exact_distance_on_linear_model():
     lin, x, y, dist = _linear_near_boundary()
-    x_adv = cw_linf(lin, x, y, steps=100, learning_rate=0.01).numpy()
+    x_adv = _np(cw_linf(lin, x, y, steps=100, learning_rate=0.01))
     assert np.all(_logits(lin, x_adv).argmax(1) != y)
     ratio = _linf(x_adv, x) / dist
     print(f"\ncw_linf / exact L-inf distance on the linear model: {ratio}")
@@ -83,7 +105,7 @@ def test_linf_matches_exact_distance_on_linear_model():
 def test_linf_eps_projects_onto_ball():
     lin, x, y, dist = _linear_near_boundary()
     eps = 0.5 * float(dist.min())
-    x_adv = cw_linf(lin, x, y, eps=eps, steps=50).numpy()
+    x_adv = _np(cw_linf(lin, x, y, eps=eps, steps=50))
     assert np.all(_linf(x_adv, x) <= eps + 1e-6)
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
@@ -95,7 +117,7 @@ def test_l0_finds_few_pixels_on_linear_model():
     exact = np.array([_min_l0(lin, xi, yi) for xi, yi in zip(x, y)])
     sel = np.flatnonzero(exact <= 2)[:8]
     x, y, exact = x[sel], y[sel], exact[sel]
-    x_adv = cw_l0(lin, x, y, steps=100, learning_rate=0.1).numpy()
+    x_adv = _np(cw_l0(lin, x, y, steps=100, learning_rate=0.1))
     count = _pixels(x_adv, x)
     print(f"\ncw_l0 pixels {count}, exact minimum {exact}")
     assert np.all(_logits(lin, x_adv).argmax(1) != y)
@@ -111,8 +133,9 @@ def test_targeted_and_confidence_on_linear_model(name):
     x, _ = lin.inputs(8)
     y = _logits(lin, x).argmax(1)
     target = ((y + 1) % 3).astype("int32")
-    x_adv = ATTACKS[name](lin, x, target, targeted=True, confidence=1.0,
-                          steps=100, learning_rate=0.05).numpy()
+    x_adv = _np(ATTACKS[name](lin, x, target, targeted=True,
+                              confidence=1.0, steps=100,
+                              learning_rate=0.05))
     z = _logits(lin, x_adv)
     changed = np.any(x_adv != x, axis=(1, 2, 3))
     assert changed.mean() >= 0.75
@@ -127,19 +150,22 @@ def test_targeted_and_confidence_on_linear_model(name):
 def test_dtype_kept_input_not_mutated_failures_unchanged(name):
     lin, x, y, _ = _linear_near_boundary()
     # float64 values off the float32 grid: a float32 round trip would show.
-    x64 = tf.constant(x.astype("float64") + 1e-10)
-    before = x64.numpy().copy()
-    out = ATTACKS[name](lin, x64, y, steps=20)
-    assert out.dtype == tf.float64 and out.shape == x64.shape
-    np.testing.assert_array_equal(x64.numpy(), before)
-    out = out.numpy()
-    changed = np.any(out != before, axis=(1, 2, 3))
-    assert changed.all()
-    assert out.min() >= 0.0 and out.max() <= 1.0
-    # A budget too small to succeed: x comes back bit for bit.
-    fail = ATTACKS[name](lin, x64, y, steps=1, learning_rate=1e-7,
-                         c_max=1.0, max_rounds=1).numpy()
-    np.testing.assert_array_equal(fail, before)
+    with _float64():
+        x64 = ops.convert_to_tensor(x.astype("float64") + 1e-10)
+        before = _np(x64).copy()
+        assert before.dtype == np.float64
+        out = ATTACKS[name](lin, x64, y, steps=20)
+        assert keras.backend.standardize_dtype(out.dtype) == "float64"
+        assert out.shape == x64.shape
+        np.testing.assert_array_equal(_np(x64), before)
+        out = _np(out)
+        changed = np.any(out != before, axis=(1, 2, 3))
+        assert changed.all()
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        # A budget too small to succeed: x comes back bit for bit.
+        fail = _np(ATTACKS[name](lin, x64, y, steps=1, learning_rate=1e-7,
+                                 c_max=1.0, max_rounds=1))
+        np.testing.assert_array_equal(fail, before)
     xs = x.copy()
     ATTACKS[name](lin, xs, None, steps=5)
     np.testing.assert_array_equal(xs, x)
@@ -148,9 +174,8 @@ def test_dtype_kept_input_not_mutated_failures_unchanged(name):
 # ---------------------------------------------------------------- errors
 
 
-@tf.autograph.experimental.do_not_convert
 def _toy(x):
-    return tf.reshape(x, [-1, 4])[:, :3]
+    return ops.reshape(x, (-1, 4))[:, :3]
 
 
 _COMMON_BAD = [
@@ -206,7 +231,7 @@ def test_registered(name):
 def setup(fmnist_cnn, fmnist_test):
     model = keras.saving.load_model(fmnist_cnn)
     x, y = fmnist_test[0][:40], fmnist_test[1][:40]
-    pred = np.argmax(model(x, training=False).numpy(), -1)
+    pred = np.argmax(_np(model(x, training=False)), -1)
     keep = pred == y  # attack only correctly classified images
     assert keep.sum() >= N
     return model, x[keep][:N], y[keep][:N]
@@ -224,9 +249,9 @@ def _check_contract(x_adv, x, succ):
 def test_linf_breaks_natural_cnn_with_small_linf(setup):
     model, x, y = setup
     start = time.time()
-    x_adv = cw_linf(model, x, y, **FAST_LINF).numpy()
+    x_adv = _np(cw_linf(model, x, y, **FAST_LINF))
     seconds = time.time() - start
-    succ = np.argmax(model(x_adv, training=False).numpy(), -1) != y
+    succ = np.argmax(_np(model(x_adv, training=False)), -1) != y
     linf = _linf(x_adv, x)
     print(f"\ncw_linf on {len(x)} images: success {succ.mean():.3f}, median "
           f"L-inf {np.median(linf[succ]):.4f}, max {linf[succ].max():.4f}, "
@@ -241,9 +266,9 @@ def test_linf_breaks_natural_cnn_with_small_linf(setup):
 def test_l0_breaks_natural_cnn_with_few_pixels(setup):
     model, x, y = setup
     start = time.time()
-    x_adv = cw_l0(model, x, y, **FAST_L0).numpy()
+    x_adv = _np(cw_l0(model, x, y, **FAST_L0))
     seconds = time.time() - start
-    succ = np.argmax(model(x_adv, training=False).numpy(), -1) != y
+    succ = np.argmax(_np(model(x_adv, training=False)), -1) != y
     pixels = _pixels(x_adv, x)
     print(f"\ncw_l0 on {len(x)} images: success {succ.mean():.3f}, median "
           f"pixels changed {np.median(pixels[succ]):.0f} of 784, max "

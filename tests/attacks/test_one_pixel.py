@@ -2,10 +2,12 @@
 model, L0 budget, never worse than x, elitism of the DE, reproducibility,
 a CNN trained on real Fashion-MNIST, and the API contract."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from attacks.one_pixel import _distinct_others, one_pixel
 
@@ -13,14 +15,26 @@ from attacks.one_pixel import _distinct_others, one_pixel
 ROW, COL, CH = 3, 5, 2
 
 
-@tf.autograph.experimental.do_not_convert
 def _toy(x):
     """3 classes on (8, 8, 3) images: class 0 while v = x[3, 5, 2] is in
     [0.2, 0.8], class 1 above 0.8, class 2 below 0.2; all other pixels are
     ignored."""
-    v = tf.cast(x, tf.float32)[:, ROW, COL, CH]
-    return tf.stack([tf.zeros_like(v), 10.0 * (v - 0.8),
-                     10.0 * (0.2 - v)], -1)
+    v = ops.cast(x, "float32")[:, ROW, COL, CH]
+    return ops.stack([ops.zeros_like(v), 10.0 * (v - 0.8),
+                      10.0 * (0.2 - v)], -1)
+
+
+def _np(t):
+    return ops.convert_to_numpy(t)
+
+
+def _float64():
+    """A context in which float64 tensors exist: under JAX they need
+    `jax_enable_x64` (TensorFlow always has them)."""
+    if keras.backend.backend() == "jax":
+        import jax
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
 
 
 def _changed_locations(x_adv, x):
@@ -37,8 +51,8 @@ def grey():
 
 def test_finds_the_one_vulnerable_pixel(grey):
     y = np.zeros(4, "int32")
-    x_adv = one_pixel(_toy, grey, y, popsize=20, steps=30, seed=0).numpy()
-    assert np.all(np.argmax(_toy(x_adv).numpy(), -1) != 0)
+    x_adv = _np(one_pixel(_toy, grey, y, popsize=20, steps=30, seed=0))
+    assert np.all(np.argmax(_np(_toy(x_adv)), -1) != 0)
     # Exactly the vulnerable location changed, nothing else.
     diff = np.argwhere(np.any(x_adv != grey, axis=-1))
     np.testing.assert_array_equal(diff[:, 1:], [[ROW, COL]] * 4)
@@ -48,24 +62,24 @@ def test_finds_the_one_vulnerable_pixel(grey):
 @pytest.mark.parametrize("target", [1, 2])
 def test_targeted_reaches_each_side(grey, target):
     t = np.full(4, target, "int32")
-    x_adv = one_pixel(_toy, grey, t, targeted=True, popsize=20, steps=30,
-                      seed=1).numpy()
-    np.testing.assert_array_equal(np.argmax(_toy(x_adv).numpy(), -1), t)
+    x_adv = _np(one_pixel(_toy, grey, t, targeted=True, popsize=20,
+                          steps=30, seed=1))
+    np.testing.assert_array_equal(np.argmax(_np(_toy(x_adv)), -1), t)
     assert np.all(_changed_locations(x_adv, grey) == 1)
 
 
 def test_success_early_stop(grey):
     y = np.zeros(4, "int32")
-    x_adv = one_pixel(_toy, grey, y, popsize=20, steps=30, seed=0,
-                      early_stop="success").numpy()
-    assert np.all(np.argmax(_toy(x_adv).numpy(), -1) != 0)
+    x_adv = _np(one_pixel(_toy, grey, y, popsize=20, steps=30, seed=0,
+                          early_stop="success"))
+    assert np.all(np.argmax(_np(_toy(x_adv)), -1) != 0)
 
 
 def test_seed_reproducible_and_pixels_budget(grey):
     y = np.zeros(4, "int32")
     kw = dict(pixels=2, popsize=8, steps=3, early_stop="none")
-    a = one_pixel(_toy, grey, y, seed=3, **kw).numpy()
-    b = one_pixel(_toy, grey, y, seed=3, **kw).numpy()
+    a = _np(one_pixel(_toy, grey, y, seed=3, **kw))
+    b = _np(one_pixel(_toy, grey, y, seed=3, **kw))
     np.testing.assert_array_equal(a, b)
     assert np.all(_changed_locations(a, grey) <= 2)
 
@@ -73,19 +87,22 @@ def test_seed_reproducible_and_pixels_budget(grey):
 def test_already_misclassified_returned_unchanged(grey):
     x = grey.copy()
     x[1, ROW, COL, CH] = 0.95  # class 1 already
-    x_adv = one_pixel(_toy, x, np.zeros(4, "int32"), popsize=8, steps=2,
-                      seed=0).numpy()
+    x_adv = _np(one_pixel(_toy, x, np.zeros(4, "int32"), popsize=8,
+                          steps=2, seed=0))
     np.testing.assert_array_equal(x_adv[1], x[1])
 
 
 def test_dtype_kept_and_input_not_mutated(grey):
-    x64 = tf.constant(grey.astype(np.float64) + 1e-10)
-    before = x64.numpy().copy()
-    out = one_pixel(_toy, x64, None, popsize=8, steps=2, seed=0)
-    assert out.dtype == tf.float64 and out.shape == x64.shape
-    np.testing.assert_array_equal(x64.numpy(), before)
-    # Unchanged pixels are x's float64 values, not a float32 round trip.
-    assert np.all(_changed_locations(out.numpy(), before) <= 1)
+    with _float64():
+        x64 = ops.convert_to_tensor(grey.astype(np.float64) + 1e-10)
+        before = _np(x64).copy()
+        assert before.dtype == np.float64
+        out = one_pixel(_toy, x64, None, popsize=8, steps=2, seed=0)
+        assert keras.backend.standardize_dtype(out.dtype) == "float64"
+        assert out.shape == x64.shape
+        np.testing.assert_array_equal(_np(x64), before)
+        # Unchanged pixels are x's float64 values, not a float32 round trip.
+        assert np.all(_changed_locations(_np(out), before) <= 1)
     xs = grey.copy()
     one_pixel(_toy, xs, None, popsize=8, steps=2, seed=0)
     np.testing.assert_array_equal(xs, grey)
@@ -102,19 +119,19 @@ def test_distinct_donors():
 def cnn(fmnist_cnn, fmnist_test):
     model = keras.saving.load_model(fmnist_cnn)
     x, y = fmnist_test[0][:40], fmnist_test[1][:40]
-    keep = np.argmax(model(x, training=False).numpy(), -1) == y
+    keep = np.argmax(_np(model(x, training=False)), -1) == y
     return model, x[keep][:20], y[keep][:20]
 
 
 def _true_prob(model, x, y):
-    p = tf.nn.softmax(model(x, training=False)).numpy()
+    p = _np(ops.softmax(model(x, training=False)))
     return p[np.arange(len(y)), y], p.argmax(-1)
 
 
 def test_cnn_three_pixels(cnn):
     model, x, y = cnn
-    x_adv = one_pixel(model, x, y, pixels=3, popsize=50, steps=10,
-                      seed=0).numpy()
+    x_adv = _np(one_pixel(model, x, y, pixels=3, popsize=50, steps=10,
+                          seed=0))
     p0, _ = _true_prob(model, x, y)
     p1, pred = _true_prob(model, x_adv, y)
     succ = pred != y
@@ -134,8 +151,8 @@ def test_more_generations_never_worse(cnn):
     # elitist per member, so the best fitness can only improve.
     model, x, y = cnn
     kw = dict(pixels=1, popsize=20, early_stop="none", seed=5)
-    short = one_pixel(model, x[:8], y[:8], steps=1, **kw).numpy()
-    long = one_pixel(model, x[:8], y[:8], steps=6, **kw).numpy()
+    short = _np(one_pixel(model, x[:8], y[:8], steps=1, **kw))
+    long = _np(one_pixel(model, x[:8], y[:8], steps=6, **kw))
     p_short, _ = _true_prob(model, short, y[:8])
     p_long, _ = _true_prob(model, long, y[:8])
     assert np.all(p_long <= p_short + 1e-5)

@@ -5,10 +5,11 @@ registered name and the argument checks."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 import attacks
 from attacks.trades_kl import kl_divergence, trades_kl
+from core import backends
 from tests.attacks.kl_reference import (SHAPE, batch, bn_net, linear_net,
                                        log_softmax, np_kl)
 
@@ -19,10 +20,11 @@ def test_inner_max_matches_numpy_sign_steps():
     eps, step, steps, seed = 0.1, 0.04, 3, (5, 7)
     net = linear_net()
     x, _ = batch()
-    w, b = (v.numpy().astype("float64") for v in net.trainable_variables)
+    w, b = (ops.convert_to_numpy(v).astype("float64")
+            for v in net.trainable_variables)
     flat = x.reshape(len(x), -1)
     p = np.exp(log_softmax(flat @ w + b))
-    noise = tf.random.stateless_normal(x.shape, seed).numpy()
+    noise = ops.convert_to_numpy(backends.stateless_normal(x.shape, seed))
     x_adv = x + 0.001 * noise.astype("float64")
     for _ in range(steps):
         q = np.exp(log_softmax(x_adv.reshape(len(x), -1) @ w + b))
@@ -31,20 +33,22 @@ def test_inner_max_matches_numpy_sign_steps():
                                     eps), 0.0, 1.0)
     got = trades_kl(net, x, None, eps=eps, step_size=step, steps=steps,
                     seed=seed)
-    np.testing.assert_allclose(got.numpy(), x_adv, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), x_adv, atol=1e-6)
 
 
 def test_inner_max_bounds_inference_mode_and_kl_increase():
     eps, seed = 0.1, (1, 2)
     net = bn_net()
     x, _ = batch(n=16)
-    stats = [v.numpy() for v in net.non_trainable_variables]
-    x_adv = trades_kl(net, x, None, eps=eps, step_size=0.03, steps=5,
-                      seed=seed).numpy()
+    stats = [ops.convert_to_numpy(v) for v in net.non_trainable_variables]
+    x_adv = ops.convert_to_numpy(trades_kl(net, x, None, eps=eps,
+                                           step_size=0.03, steps=5,
+                                           seed=seed))
     assert x_adv.dtype == np.float32 and x_adv.shape == x.shape
     assert np.abs(x_adv - x).max() <= eps + 1e-6
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
-    start = x + 0.001 * tf.random.stateless_normal(x.shape, seed).numpy()
+    start = x + 0.001 * ops.convert_to_numpy(
+        backends.stateless_normal(x.shape, seed))
 
     def kl(z):
         return np_kl(net(x, training=False), net(z, training=False))
@@ -53,7 +57,7 @@ def test_inner_max_bounds_inference_mode_and_kl_increase():
     assert (kl(x_adv) >= kl(start)).mean() > 0.9
     # BatchNorm ran in inference mode: its moving statistics are untouched.
     for before, after in zip(stats, net.non_trainable_variables):
-        np.testing.assert_array_equal(before, after.numpy())
+        np.testing.assert_array_equal(before, ops.convert_to_numpy(after))
 
 
 def test_registered_and_kl_matches_numpy():
@@ -70,7 +74,8 @@ def test_int_seed_is_the_pair_seed_zero():
     a = trades_kl(net, x, y, eps=0.1, step_size=0.04, steps=2, seed=5)
     b = trades_kl(net, x, None, eps=0.1, step_size=0.04, steps=2,
                   seed=(5, 0))
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(ops.convert_to_numpy(a),
+                                  ops.convert_to_numpy(b))
 
 
 @pytest.mark.parametrize("kwargs, match", [

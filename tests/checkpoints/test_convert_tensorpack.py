@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from checkpoints import convert_tensorpack as ct
 
@@ -87,14 +87,16 @@ def make_tensors(arch, seed=0):
 def _conv(x, w, stride=1, groups=1):
     """NCHW conv with TF SAME padding; grouped by splitting channels.
 
-    TF's CPU conv has no NCHW (and, with oneDNN, no float64) kernel: the op
-    runs in float32 NHWC between two transposes; the rest is float64."""
-    nhwc = tf.transpose(tf.constant(x, tf.float32), (0, 2, 3, 1))
-    xs = tf.split(nhwc, groups, axis=3)
-    ws = tf.split(tf.constant(w, tf.float32), groups, axis=3)
-    y = tf.concat([tf.nn.conv2d(a, k, stride, "SAME")
-                   for a, k in zip(xs, ws)], axis=3)
-    return tf.transpose(y, (0, 3, 1, 2)).numpy().astype(np.float64)
+    TF's CPU conv has no NCHW (and, with oneDNN, no float64) kernel, and
+    JAX computes in float32: the op (`keras.ops.conv`, SAME padding as TF
+    pads it) runs in float32 NHWC between two transposes; the rest is
+    float64."""
+    nhwc = np.transpose(x, (0, 2, 3, 1)).astype(np.float32)
+    xs = np.split(nhwc, groups, axis=3)
+    ws = np.split(np.asarray(w, np.float32), groups, axis=3)
+    y = np.concatenate([ops.convert_to_numpy(ops.conv(a, k, stride, "same"))
+                        for a, k in zip(xs, ws)], axis=3)
+    return np.transpose(y, (0, 3, 1, 2)).astype(np.float64)
 
 
 def _conv_bn(x, t, scope, stride=1, groups=1, stats_rng=None):
@@ -157,8 +159,9 @@ def reference_logits(t, rgb_uint8, arch, stats_rng=None):
     x = np.transpose(x, (0, 3, 1, 2))  # NCHW
     kw = {"stats_rng": stats_rng}
     x = np.maximum(_conv_bn(x, t, "conv0", 2, **kw), 0)
-    x = tf.nn.max_pool2d(np.transpose(x, (0, 2, 3, 1)), 3, 2, "SAME")
-    x = np.transpose(x.numpy(), (0, 3, 1, 2)).astype(np.float64)
+    x = ops.max_pool(np.transpose(x, (0, 2, 3, 1)).astype(np.float32), 3, 2,
+                     "same")
+    x = np.transpose(ops.convert_to_numpy(x), (0, 3, 1, 2)).astype(np.float64)
     for g, n in enumerate(blocks):
         for b in range(n):
             p, stride = f"group{g}/block{b}", 2 if g > 0 and b == 0 else 1
@@ -208,7 +211,7 @@ def test_every_tensor_lands_in_its_keras_weight(converted):
     mapping = ct.name_map(model)
     assert set(mapping) == set(tensors)
     assert len(set(mapping.values())) == len(mapping) == len(model.weights)
-    weights = {v.path: v.numpy() for v in model.weights}
+    weights = {v.path: np.asarray(v) for v in model.weights}
     for name, array in tensors.items():
         want = array[:, :, ::-1, :] if name == "conv0/W" else array
         np.testing.assert_array_equal(weights[mapping[name]], want, name)
@@ -231,7 +234,7 @@ def test_logits_match_tensorpack_reference(converted):
     arch, tensors, model = converted
     rgb = np.random.default_rng(1).integers(0, 256, (2, *SHAPE))
     want = reference_logits(tensors, rgb, arch)
-    got = model(rgb.astype(np.float32) / 255.0, training=False).numpy()
+    got = np.asarray(model(rgb.astype(np.float32) / 255.0, training=False))
     assert np.abs(want).max() > 0.1  # not a degenerate network
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
@@ -355,7 +358,7 @@ def _model(arch, denoise=None):
 def test_missing_extra_and_misshaped_tensors(plain_npz):
     _, tensors = plain_npz
     model = _model("resnet")
-    before = [v.numpy() for v in model.weights]
+    before = [np.asarray(v) for v in model.weights]
     missing = {k: v for k, v in tensors.items() if k != "conv0/bn/gamma"}
     with pytest.raises(ValueError, match=r"stem_bn/gamma \(from 'conv0/bn"):
         ct.convert(missing, model)
@@ -367,10 +370,10 @@ def test_missing_extra_and_misshaped_tensors(plain_npz):
                        r"\[1, 1, 16, 7\] vs model shape \[1, 1, 16, 64\]"):
         ct.convert(bad, model)
     for v, old in zip(model.weights, before):  # nothing half-assigned
-        np.testing.assert_array_equal(v.numpy(), old)
+        np.testing.assert_array_equal(np.asarray(v), old)
     ct.convert(extra, model, strict=False)  # only logs the unused tensor
-    np.testing.assert_array_equal(model.get_layer("logits").bias.numpy(),
-                                  tensors["linear/b"])
+    np.testing.assert_array_equal(
+        np.asarray(model.get_layer("logits").bias), tensors["linear/b"])
 
 
 def test_wrong_architecture(tmp_path):

@@ -54,6 +54,7 @@ def imagenette():
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only  # tensorflow-datasets and the tf.data crop
 @pytest.mark.parametrize("name", checkpoints.list_checkpoints())
 def test_clean_accuracy_on_real_images(name, imagenette):
     x, y = imagenette

@@ -7,8 +7,9 @@ import inspect
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
+from core import backends
 from core import keras_internals as ki
 
 
@@ -32,14 +33,17 @@ def test_functional_model_types_tell_functional_from_subclassed():
 def test_track_loss_feeds_the_built_in_loss_metric():
     model = _functional()
     model.compile(optimizer="sgd", loss="mse")
-    ki.track_loss(model, tf.constant(2.0), 4)
-    ki.track_loss(model, tf.constant(5.0), 2)
+    ki.track_loss(model, ops.convert_to_tensor(2.0), 4)
+    ki.track_loss(model, ops.convert_to_tensor(5.0), 2)
     logs = {m.name: float(m.result()) for m in model.metrics}
     assert logs["loss"] == pytest.approx((2.0 * 4 + 5.0 * 2) / 6)
 
 
+@pytest.mark.tensorflow_only
 def test_track_loss_unscales_under_a_mirrored_strategy():
     # Keras scales a replica's loss by 1 / replicas; the tracker undoes it.
+    import tensorflow as tf
+
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = _functional()
@@ -53,16 +57,28 @@ def test_track_loss_unscales_under_a_mirrored_strategy():
     assert float(loss.result()) == pytest.approx(1.0)
 
 
+@pytest.mark.tensorflow_only
 def test_is_multi_worker_is_false_on_one_process():
+    import tensorflow as tf
+
     assert not ki.is_multi_worker(tf.distribute.get_strategy())
     assert not ki.is_multi_worker(
         tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
 
 
+@pytest.mark.parametrize("name", ["one_device", "mirrored"])
+def test_is_multi_worker_is_false_for_a_local_strategy(name):
+    """Each backend's local strategy (tf.distribute / DataParallel)."""
+    assert not ki.is_multi_worker(backends.get_strategy(name))
+
+
+@pytest.mark.tensorflow_only
 def test_the_overridden_private_methods_still_exist():
     """MultiWorkerFitFix overrides `_maybe_symbolic_build(iterator,
     data_batch)` and calls `_symbolic_build(data_batch=...)`; fit() must
-    still call the first, with these parameter names."""
+    still call the first, with these parameter names. (Keras's TensorFlow
+    trainer only: the JAX trainer has no `_maybe_symbolic_build`, and the
+    override is never called there.)"""
     for name, params in (("_maybe_symbolic_build", ("iterator",
                                                     "data_batch")),
                          ("_symbolic_build", ("data_batch",))):
@@ -81,8 +97,10 @@ def test_multi_worker_fix_is_transparent_on_one_worker():
         def call(self, x):
             return self.dense(x)
 
-        def train_step(self, data):
-            return self.per_worker_logs(super().train_step(data))
+        def train_step(self, *args):
+            # TF: `(data)` -> logs; JAX: `(state, data)` -> (logs, state),
+            # which pass through on one worker.
+            return self.per_worker_logs(super().train_step(*args))
 
     model = Fixed()
     model.compile(optimizer="sgd", loss="mse")

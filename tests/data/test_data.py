@@ -2,6 +2,10 @@
 
 Nothing here downloads: tfds-backed paths run on a fake builder, and the
 not-prepared paths run with the network probe patched to "unreachable".
+The registry, the IDX reader and the argument checks need no TensorFlow
+and run under every backend; the tf.data pipelines and the tf.image
+preprocessing are `tensorflow_only` (the numpy input path is tested in
+test_numpy_pipeline.py).
 """
 
 import gzip
@@ -10,12 +14,11 @@ import types
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import data
-from data import augment
 from data import fashion_mnist
-from data import tfds_datasets
+
+tensorflow_only = pytest.mark.tensorflow_only
 
 needs_fmnist = pytest.mark.skipif(
     fashion_mnist.find_idx_dir("test") is None,
@@ -25,6 +28,10 @@ needs_fmnist = pytest.mark.skipif(
 
 
 def _no_network(monkeypatch):
+    try:
+        from data import tfds_datasets
+    except ImportError:  # no TensorFlow: tfds cannot download anyway
+        return
     monkeypatch.setattr(
         tfds_datasets, "_network_available", lambda url, timeout=5.0: False
     )
@@ -108,8 +115,11 @@ def test_load_fashion_mnist_real(split, n):
     assert data.load_fashion_mnist(split)[0] is images  # cached
 
 
+@tensorflow_only
 @needs_fmnist
 def test_get_dataset_fashion_mnist_batches():
+    import tensorflow as tf
+
     ds = data.get_dataset(
         "fashion_mnist", "test", batch_size=64, num_examples=100
     )
@@ -127,6 +137,7 @@ def test_get_dataset_fashion_mnist_batches():
     assert ds.options().autotune.enabled is False
 
 
+@tensorflow_only
 @needs_fmnist
 def test_get_dataset_resize_tile_and_drop_remainder():
     ds = data.get_dataset(
@@ -145,6 +156,7 @@ def test_get_dataset_resize_tile_and_drop_remainder():
     assert x.min() >= 0.0 and x.max() <= 1.0
 
 
+@tensorflow_only
 @needs_fmnist
 def test_shuffle_is_seeded_and_reshuffles_each_epoch():
     def labels(seed):
@@ -215,13 +227,17 @@ def test_missing_fashion_mnist_gives_instructions(tmp_path, monkeypatch):
 # --- tfds-backed datasets: error paths and fake builders ---------------------
 
 
+@tensorflow_only
 def test_unprepared_tfds_dataset_raises_without_download(tmp_path, monkeypatch):
     _no_network(monkeypatch)
     with pytest.raises(data.DatasetNotFoundError, match="not prepared"):
         data.get_dataset("mnist", "test", batch_size=2, data_dir=str(tmp_path))
 
 
+@tensorflow_only
 def test_imagenet_without_tars_explains_manual_dir(tmp_path, monkeypatch):
+    from data import tfds_datasets
+
     def fail(url, timeout=5.0):
         raise AssertionError("ImageNet must never probe the network")
 
@@ -247,6 +263,8 @@ class _FakeBuilder:
         self.requested = []
 
     def as_dataset(self, split, as_supervised, **kwargs):
+        import tensorflow as tf
+
         assert as_supervised
         self.requested.append(split)
         end = re.fullmatch(r"\w+(?:\[:(\d+)\])?", split).group(1)
@@ -255,6 +273,8 @@ class _FakeBuilder:
 
 
 def _use_fake(monkeypatch, x, y):
+    from data import tfds_datasets
+
     fake = _FakeBuilder(x, y)
     monkeypatch.setattr(
         tfds_datasets,
@@ -264,7 +284,10 @@ def _use_fake(monkeypatch, x, y):
     return fake
 
 
+@tensorflow_only
 def test_cifar_pipeline_with_augmentation(monkeypatch):
+    import tensorflow as tf
+
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
     fake = _use_fake(monkeypatch, x, np.arange(20, dtype=np.int64))
@@ -290,6 +313,7 @@ def test_cifar_pipeline_with_augmentation(monkeypatch):
     np.testing.assert_array_equal(yb.numpy(), np.arange(8))
 
 
+@tensorflow_only
 def test_mnist_pipeline_tiles_channels(monkeypatch):
     x = np.full((5, 28, 28, 1), 255, dtype=np.uint8)
     _use_fake(monkeypatch, x, np.zeros(5, dtype=np.int64))
@@ -301,7 +325,10 @@ def test_mnist_pipeline_tiles_channels(monkeypatch):
     np.testing.assert_allclose(xb.numpy(), 1.0)
 
 
+@tensorflow_only
 def test_imagenet_pipeline_on_jpegs(monkeypatch):
+    import tensorflow as tf
+
     rng = np.random.default_rng(0)
     jpegs = [
         tf.io.encode_jpeg(
@@ -328,7 +355,12 @@ def test_imagenet_pipeline_on_jpegs(monkeypatch):
 # --- preprocessing functions ------------------------------------------------
 
 
+@tensorflow_only
 def test_cifar_crop_flip_is_a_shifted_maybe_flipped_copy():
+    import tensorflow as tf
+
+    from data import augment
+
     x = tf.random.stateless_uniform((32, 32, 3), seed=[1, 2]) * 0.5 + 0.25
     padded = np.pad(x.numpy(), [(4, 4), (4, 4), (0, 0)])
     seen_flips, seen_offsets = set(), set()
@@ -357,7 +389,12 @@ def test_cifar_crop_flip_is_a_shifted_maybe_flipped_copy():
     )
 
 
+@tensorflow_only
 def test_random_resized_crop_window_and_output():
+    import tensorflow as tf
+
+    from data import augment
+
     shape = tf.constant([200, 300, 3])
     for s in range(30):
         begin, size = augment._sample_crop_window(
@@ -383,7 +420,12 @@ def test_random_resized_crop_window_and_output():
         assert float(tf.reduce_mean(tf.abs(a - b))) < 0.01  # same window
 
 
+@tensorflow_only
 def test_center_crop_keeps_the_center():
+    import tensorflow as tf
+
+    from data import augment
+
     left = np.zeros((256, 256, 3), np.uint8)
     image = tf.constant(np.concatenate([left, left + 255], axis=1))
     out = augment.center_crop(image, 224).numpy()
@@ -393,7 +435,12 @@ def test_center_crop_keeps_the_center():
     assert small.shape == (112, 112, 3)
 
 
+@tensorflow_only
 def test_adapt_image_channels():
+    import tensorflow as tf
+
+    from data import augment
+
     gray = tf.random.stateless_uniform((2, 28, 28, 1), [0, 1])
     rgb = augment.adapt_image(gray, image_size=32, channels=3)
     assert rgb.shape == (2, 32, 32, 3)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.ndimage
-import tensorflow as tf
+from keras import ops
 
 import attacks
 from evaluation.destruction_rate import (
@@ -21,8 +21,8 @@ from evaluation.destruction_rate import (
 def mean_level_model(x):
     """Predicts class round(10 * mean pixel): constant images of level
     k / 10 are classified as k, so every prediction is set by hand."""
-    k = tf.clip_by_value(tf.round(tf.reduce_mean(x, [1, 2, 3]) * 10), 0, 9)
-    return tf.one_hot(tf.cast(k, tf.int32), 10)
+    k = ops.clip(ops.round(ops.mean(x, axis=(1, 2, 3)) * 10), 0, 9)
+    return ops.one_hot(ops.cast(k, "int32"), 10)
 
 
 def _levels(levels):
@@ -180,7 +180,8 @@ def test_bad_names_params_and_inputs(images):
 def test_fgsm_on_trained_cnn_is_partly_destroyed(fmnist_cnn, fmnist_test):
     model = keras.saving.load_model(fmnist_cnn)
     x, y = fmnist_test[0][:500], fmnist_test[1][:500]
-    x_adv = attacks.get_attack("fgsm")(model, x, y, eps=0.1).numpy()
+    x_adv = ops.convert_to_numpy(
+        attacks.get_attack("fgsm")(model, x, y, eps=0.1))
     rows = destruction_table(model, x, x_adv, y, [
         ("blur", {"sigma": 2.0}), ("noise", {"sigma": 0.3}),
         ("jpeg", {"quality": 10}), ("resize", {"scale": 0.5})])
@@ -191,3 +192,30 @@ def test_fgsm_on_trained_cnn_is_partly_destroyed(fmnist_cnn, fmnist_test):
     assert all(r["denominator"] == rows[0]["denominator"] for r in rows)
     assert 0 < rows[0]["rate"] <= 1  # strong blur
     assert 0 < rows[1]["rate"] <= 1  # heavy noise
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_and_resize_equal_tensorflows(images, channels):
+    """Pillow's libjpeg round trip and keras.ops resizing give exactly the
+    pixels of the former tf.io.encode_jpeg / decode_jpeg (accurate integer
+    DCT) and tf.image.resize implementation."""
+    import tensorflow as tf
+
+    x = images[channels]
+    pixels = tf.cast(tf.round(x * 255.0), tf.uint8)
+    for quality in (10, 50, 90):
+        for chroma in (True, False):
+            ref = tf.map_fn(lambda im: tf.io.decode_jpeg(
+                tf.io.encode_jpeg(im, quality=quality,
+                                  chroma_downsampling=chroma),
+                channels=channels, dct_method="INTEGER_ACCURATE"),
+                pixels, fn_output_signature=tf.uint8)
+            np.testing.assert_array_equal(
+                apply_transform(x, "jpeg", quality=quality,
+                                chroma_downsampling=chroma),
+                ref.numpy().astype(np.float32) / 255.0)
+    down = tf.image.resize(x, (11, 11), method="bilinear", antialias=True)
+    up = tf.image.resize(down, (28, 28), method="bilinear")
+    np.testing.assert_array_equal(apply_transform(x, "resize", scale=0.4),
+                                  np.clip(up.numpy(), 0.0, 1.0))

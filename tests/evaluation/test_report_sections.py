@@ -3,6 +3,7 @@ randomized model queries the exact expectation when there is one, and the
 report says so when there is not."""
 
 import numpy as np
+import pytest
 
 import attacks
 import models
@@ -48,6 +49,7 @@ def test_sampled_square_on_a_randomized_model_is_labelled_weak(tmp_path):
     assert "`whitebox_beats` is a weak check here" in md
 
 
+@pytest.mark.tensorflow_only
 def test_first_examples_stops_at_n():
     import tensorflow as tf
 
@@ -55,3 +57,24 @@ def test_first_examples_stops_at_n():
         (np.zeros((10, 2, 2, 1), "float32"), np.arange(10))).batch(3)
     x, y = first_examples(ds, 5)
     assert x.shape == (5, 2, 2, 1) and list(y) == [0, 1, 2, 3, 4]
+
+
+def test_first_examples_of_numpy_batches_and_a_py_dataset():
+    """The JAX input path: any iterable of array pairs, and the
+    keras.utils.PyDataset of data.numpy_pipeline."""
+    from data.numpy_pipeline import ArrayDataset
+    from data.options import PipelineOptions
+
+    x_all = np.arange(10 * 4, dtype="float32").reshape(10, 2, 2, 1) / 40
+    batches = [(x_all[i:i + 3], np.arange(10)[i:i + 3])
+               for i in range(0, 10, 3)]
+    x, y = first_examples(iter(batches), 5)
+    assert x.shape == (5, 2, 2, 1) and list(y) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(x, x_all[:5])
+    x, y = first_examples(batches, 50)  # fewer than asked: all of them
+    assert x.shape == (10, 2, 2, 1) and list(y) == list(range(10))
+    ds = ArrayDataset(np.arange(10 * 4, dtype="uint8").reshape(10, 2, 2),
+                      np.arange(10), PipelineOptions(batch_size=3))
+    x, y = first_examples(ds, 5)
+    assert x.shape == (5, 2, 2, 1) and x.dtype == np.float32
+    assert list(y) == [0, 1, 2, 3, 4]

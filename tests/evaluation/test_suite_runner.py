@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from attacks.suites import SUITES, Attacker, get_suite
 from evaluation.suite_runner import run_suite, summarize, to_markdown
@@ -84,6 +83,31 @@ def test_all_or_nothing_counts_an_image_only_if_every_attacker_fails():
     assert out["min_attacker_acc"] == pytest.approx(0.6)
     assert out["attackers"]["m"]["success_rate"] == pytest.approx(1.0)
     assert "All-or-nothing accuracy" in to_markdown(out)
+
+
+def test_random_and_top_wrong_targets():
+    """Random targets: seeded per (seed, batch), never the label; top_wrong
+    rank r: the r-th largest logit among the wrong classes."""
+    from evaluation.suite_runner import _labels
+
+    y = np.array([0, 1, 2, 3, 1], np.int32)
+    logits = np.array([[9, 1, 5, 3], [8, 9, 7, 0], [1, 2, 9, 3],
+                       [4, 4, 1, 9], [0, 0, 0, 5]], np.float32)
+    for rank, expected in [(1, [2, 0, 3, 0, 3]), (2, [3, 2, 1, 1, 0])]:
+        labels, target = _labels(Attacker("t", {}, target="top_wrong",
+                                          rank=rank), y, logits, 4, 0, 0)
+        np.testing.assert_array_equal(np.asarray(target), expected)
+        assert labels is target
+    random = Attacker("r", {}, target="random")
+    draws = [np.asarray(_labels(random, np.repeat(y, 20), None, 4, s, b)[1])
+             for s, b in [(0, 0), (0, 0), (0, 1), (1, 0)]]
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert not np.array_equal(draws[0], draws[2])
+    assert not np.array_equal(draws[0], draws[3])
+    for d in draws:
+        assert d.dtype == np.int32 and np.all(d != np.repeat(y, 20))
+        assert set(d) <= {0, 1, 2, 3}
+    assert _labels(Attacker("l", {}), y, logits, 4, 0, 0) == (y, None)
 
 
 def test_caad_targeted_on_a_trained_cnn(cnn, fmnist_test):

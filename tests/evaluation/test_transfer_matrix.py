@@ -74,8 +74,8 @@ def test_cell_equals_direct_recomputation(models, data, result):
     linear model, recomputed through `attacks.transfer`."""
     x, y = data
     fn = attacks.transfer(attacks.from_config(PGD), models["cnn"])
-    x_adv = np.concatenate([fn(models["linear"], x[i:i + BATCH],
-                               y[i:i + BATCH]).numpy()
+    x_adv = np.concatenate([np.asarray(fn(models["linear"], x[i:i + BATCH],
+                                          y[i:i + BATCH]))
                             for i in range(0, N, BATCH)])
     pred = np.argmax(models["linear"].predict(x_adv, verbose=0), 1)
     assert result["error"][0][1] == float(np.mean(pred != y))

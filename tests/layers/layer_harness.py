@@ -144,9 +144,32 @@ def save_load_outputs(model, x):
     )
 
 
+def compiled_step(layer):
+    """`x -> (layer(x), d sum(layer(x)) / dx)` compiled with
+    `core.backends.compile_fn` (`tf.function` / `jax.jit`, the layer's
+    variables passed live): call it repeatedly to see a random layer's
+    state advance across compiled calls, on either backend."""
+    from keras import ops
+
+    from core import backends
+
+    def step(layer, x):
+        def objective(v):
+            y = layer(v)
+            return ops.sum(y), y
+
+        _, y, grad = backends.value_and_grad(objective, x)
+        return y, grad
+
+    compiled = backends.compile_fn(step)
+    return lambda x: compiled(layer, ops.convert_to_tensor(x))
+
+
 def traced_step(layer):
     """A `tf.function` mapping x to `(layer(x), d sum(layer(x)) / dx)`;
-    call it repeatedly to see a random layer's state advance in a graph."""
+    call it repeatedly to see a random layer's state advance in a graph.
+    TensorFlow only (tests of `tf.function` itself, e.g. its concrete
+    functions); backend-neutral tests use `compiled_step`."""
     import tensorflow as tf
 
     @tf.function

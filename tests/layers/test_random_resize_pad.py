@@ -3,8 +3,9 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
+from core import backends
 from layers.random_resize_pad import RandomResizePad
 from tests.layers.layer_harness import (run_layer_test, save_load_outputs,
                                         traced_step)
@@ -19,7 +20,8 @@ def _images(batch=2, size=8, channels=3, seed=0):
 
 def _expected(x, rnd, top, left, max_size, interpolation):
     """Resize to rnd x rnd, then paste at (top, left) on a zero canvas."""
-    small = tf.image.resize(x, (rnd, rnd), method=interpolation).numpy()
+    small = ops.convert_to_numpy(ops.image.resize(
+        x, (rnd, rnd), interpolation=interpolation, antialias=False))
     out = np.zeros((len(x), max_size, max_size, x.shape[-1]), "float32")
     out[:, top:top + rnd, left:left + rnd] = small
     return out
@@ -78,7 +80,41 @@ def test_draws_cover_the_paper_ranges():
     assert set(left[rnd == 11]) == {0, 1}
 
 
+def _compiled_step():
+    """`(layer, x) -> (layer(x), d sum(layer(x)) / dx)`, compiled
+    (`tf.function` / `jax.jit` with the layer's seed state passed live)."""
+
+    def step(layer, x):
+        def objective(v):
+            y = layer(v)
+            return ops.sum(y), y
+
+        _, y, grad = backends.value_and_grad(objective, x)
+        return y, grad
+
+    return backends.compile_fn(step)
+
+
+def test_compiled_draws_advance_and_gradient():
+    x = ops.convert_to_tensor(_images())
+    kwargs = {"max_size": 12, "interpolation": "bilinear", "seed": 4}
+    layer, twin = RandomResizePad(**kwargs), _twin(x, **kwargs)
+    layer.build(x.shape)
+    step = _compiled_step()
+    for _ in range(2):  # the seed state advances across compiled calls
+        y, g = (ops.convert_to_numpy(t) for t in step(layer, x))
+        rnd, top, left = (int(v) for v in twin.draw_params())
+        want = _expected(ops.convert_to_numpy(x), rnd, top, left, 12,
+                         "bilinear")
+        np.testing.assert_allclose(y, want, atol=1e-6)
+        assert y.shape == (2, 12, 12, 3)
+        assert np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+@pytest.mark.tensorflow_only
 def test_inside_tf_function_and_gradient():
+    import tensorflow as tf
+
     x = tf.constant(_images())
     kwargs = {"max_size": 12, "interpolation": "bilinear", "seed": 4}
     layer, twin = RandomResizePad(**kwargs), _twin(x, **kwargs)

@@ -3,12 +3,13 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
+from core import backends
 from layers.stochastic_activation_pruning import (
     StochasticActivationPruning, prune_and_rescale)
-from tests.layers.layer_harness import (run_layer_test, save_load_outputs,
-                                        traced_step)
+from tests.layers.layer_harness import (compiled_step, run_layer_test,
+                                        save_load_outputs)
 
 
 def _keep_prob(a, r):
@@ -90,11 +91,14 @@ def test_expectation_preserved():
     x[0, 0, 0] = 0.01  # one rarely kept activation
     layer = StochasticActivationPruning(seed=0)
     r = layer.num_samples(x.shape)
-    with tf.GradientTape() as tape:
-        xs = tf.constant(np.repeat(x, n_draws, axis=0))
-        tape.watch(xs)
-        y = layer(xs)
-    grad = tape.gradient(y, xs).numpy().reshape(n_draws, -1)
+    xs = ops.convert_to_tensor(np.repeat(x, n_draws, axis=0))
+
+    def objective(v):
+        out = layer(v)
+        return ops.sum(out), out
+
+    _, y, grad = backends.value_and_grad(objective, xs)
+    grad = ops.convert_to_numpy(grad).reshape(n_draws, -1)
     y = keras.ops.convert_to_numpy(y)
     a = x.reshape(-1).astype("float64")
     y = y.reshape(n_draws, -1).astype("float64")
@@ -135,24 +139,25 @@ def test_fixed_seed_reproducible_and_calls_differ():
     assert not np.array_equal(ya1, ya2)
 
 
-def test_inside_tf_function_and_gradient():
-    x = tf.constant(_activations(batch=8))
+def test_inside_compiled_function_and_gradient():
+    """Inside `tf.function` / `jax.jit` (core.backends.compile_fn)."""
+    x = _activations(batch=8)
     layer = StochasticActivationPruning(seed=3)
     r = layer.num_samples(x.shape)
 
-    step = traced_step(layer)
+    step = compiled_step(layer)
 
-    y1, g = step(x)
+    y1, g = (ops.convert_to_numpy(t) for t in step(x))
     y2, _ = step(x)
-    _check_closed_form(x.numpy(), y1.numpy(), r)
-    assert not np.array_equal(y1.numpy(), y2.numpy())  # state advances
-    assert np.all(np.isfinite(g.numpy()))
+    _check_closed_form(x, y1, r)
+    # state advances
+    assert not np.array_equal(y1, ops.convert_to_numpy(y2))
+    assert np.all(np.isfinite(g))
     # Gradient mask / q: zero where pruned, 1 / q where kept (unbiased for
     # the identity Jacobian of E[output]).
-    q = _keep_prob(x.numpy().reshape(8, -1), r).reshape(x.shape)
-    kept = y1.numpy() != 0
-    np.testing.assert_allclose(g.numpy(), np.where(kept, 1 / q, 0.0),
-                               rtol=1e-5)
+    q = _keep_prob(x.reshape(8, -1), r).reshape(x.shape)
+    kept = y1 != 0
+    np.testing.assert_allclose(g, np.where(kept, 1 / q, 0.0), rtol=1e-5)
 
 
 def test_keras_save_load(tmp_path):

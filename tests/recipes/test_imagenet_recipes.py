@@ -16,13 +16,12 @@ import tarfile
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import data
 import models
 from training import optimization
 import recipes
-from data import tfds_datasets
+from core import backends
 from tests.train_utils import run_train
 from training.adversarial import AdversarialTrainer
 
@@ -38,6 +37,16 @@ PUBLISHED = {
         126_801_704),
 }
 STEPS_PER_EPOCH = 1_281_167 // 4096  # 312, as train.py computes it
+
+
+def _mirrored_replicas():
+    """Replicas of the "mirrored" strategy: TensorFlow's 2 logical CPUs
+    (tests/conftest.py); under JAX, DataParallel over the local devices."""
+    if backends.BACKEND == "tensorflow":
+        return 2
+    import jax
+
+    return len(jax.devices())
 
 
 def _denoise_layers(model):
@@ -65,7 +74,8 @@ def test_smoke_recipe_trains(tmp_path, recipe, strategy, denoise_blocks):
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert np.isfinite(summary["final_logs"]["loss"])
     assert summary["steps_per_epoch"] == 2
-    assert summary["replicas"] == (2 if strategy == "mirrored" else 1)
+    assert summary["replicas"] == (
+        _mirrored_replicas() if strategy == "mirrored" else 1)
     net = keras.saving.load_model(tmp_path / "model.keras")
     assert net.input_shape == (None, 64, 64, 3)
     assert len(_denoise_layers(net)) == denoise_blocks
@@ -90,6 +100,8 @@ def test_full_config_builds_the_published_model(name):
 
 
 def _jpeg(seed, height, width):
+    import tensorflow as tf
+
     pixels = np.random.default_rng(seed).integers(
         0, 256, (height, width, 3), dtype=np.uint8)
     return tf.io.encode_jpeg(pixels).numpy()
@@ -117,11 +129,16 @@ def _miniature_imagenet(directory):
             _add(val, f"ILSVRC2012_val_{i:08d}.JPEG", _jpeg(100 + i, 60, 45))
 
 
+@pytest.mark.tensorflow_only  # tensorflow-datasets and tf.data
 def test_data_is_tfds_imagenet2012_prepared_from_the_manual_dir(
         tmp_path, monkeypatch):
     """The recipe's data section, passed as train.py passes it, prepares
     tfds imagenet2012 from the tars in `data.data_dir` (no network) and
     yields 224 x 224 RGB crops in [0, 1] with ImageNet labels."""
+    import tensorflow as tf
+
+    from data import tfds_datasets
+
     def no_network(url, timeout=5.0):
         raise AssertionError("ImageNet must never touch the network")
 

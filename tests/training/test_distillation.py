@@ -57,11 +57,34 @@ def test_student_step_uses_teacher_soft_labels():
     model = DistillationTrainer(student, t, teacher)
     model.compile(optimizer=keras.optimizers.SGD(0.0),
                   loss=SoftTargetCrossentropy(t))
-    want = -(_softmax(teacher(x).numpy() / t)
-             * _log_softmax(student(x).numpy() / t)).sum(-1).mean()
+    want = -(_softmax(np.asarray(teacher(x)) / t)
+             * _log_softmax(np.asarray(student(x)) / t)).sum(-1).mean()
     logs = model.train_on_batch(x, y, return_dict=True)
     np.testing.assert_allclose(logs["loss"], want, rtol=1e-4)
     assert not teacher.trainable
+
+
+def test_teacher_stage_and_validation_use_one_hot_labels():
+    """Teacher stage (no teacher): the step's loss is CE(one-hot(y),
+    softmax(z / T)) before the update; validation is the same on the
+    updated weights, and its accuracy the usual one."""
+    t = 10.0
+    net = _net(3)
+    x = np.random.default_rng(1).uniform(size=(8, 2, 2, 1)).astype("float32")
+    y = np.arange(8) % 3
+    model = DistillationTrainer(net, t)
+    model.compile(optimizer=keras.optimizers.SGD(0.5),
+                  loss=SoftTargetCrossentropy(t),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    want = -_log_softmax(np.asarray(net(x)) / t)[np.arange(8), y].mean()
+    logs = model.train_on_batch(x, y, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], want, rtol=1e-5)
+    z = np.asarray(net(x))
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(
+        logs["loss"], -_log_softmax(z / t)[np.arange(8), y].mean(),
+        rtol=1e-5)
+    np.testing.assert_allclose(logs["accuracy"], np.mean(z.argmax(-1) == y))
 
 
 def test_two_stages_from_one_command(tmp_path):

@@ -2,18 +2,39 @@
 
 import json
 
+import keras
 import pytest
-import tensorflow as tf
 
 from training import distribute
 
+TF = keras.backend.backend() == "tensorflow"
+tf_only = pytest.mark.tensorflow_only
+if TF:
+    import tensorflow as tf
 
+
+@pytest.mark.skipif(TF, reason="the JAX strategy")
+def test_jax_strategy_is_data_parallel_over_the_local_devices():
+    import jax
+
+    s = distribute.get_strategy("auto")
+    assert s.num_replicas_in_sync == len(jax.devices())
+    assert distribute.get_strategy("one_device").num_replicas_in_sync == 1
+    with s.scope():
+        pass
+    assert distribute.is_chief(s) and distribute.worker_id(s) == "chief"
+    with pytest.raises(ValueError, match="multi_worker is a tf.distribute"):
+        distribute.get_strategy("multi_worker")
+
+
+@tf_only
 def test_auto_on_cpu_is_one_device():
     s = distribute.get_strategy("auto")
     assert isinstance(s, tf.distribute.OneDeviceStrategy)
     assert s.num_replicas_in_sync == 1
 
 
+@tf_only
 def test_mirrored_uses_both_logical_cpus():
     s = distribute.get_strategy("mirrored")
     assert isinstance(s, tf.distribute.MirroredStrategy)
@@ -26,11 +47,13 @@ def test_unknown_name_lists_the_accepted_ones():
         distribute.get_strategy("gpu")
 
 
+@tf_only
 def test_tpu_without_a_tpu_is_a_clear_error():
     with pytest.raises(ValueError, match="no TPU could be reached"):
         distribute.get_strategy("tpu")
 
 
+@tf_only
 def test_chief_detection(monkeypatch):
     class Resolver:
         task_type, task_id = "worker", 1

@@ -84,6 +84,30 @@ def test_round_robin_uses_each_source_in_turn(labels):
                     x_mix[3:], _np_fgsm(other, x[3:], y[3:], labels))
 
 
+def test_fit_takes_each_source_in_turn():
+    """Through fit() (the compiled step) with lr = 0: the epoch loss is the
+    mean of the 3 steps' Kurakin mixes, step s crafting on source s % 3
+    (under JAX the optimizer step comes from the trainer state)."""
+    model = _trainer(selection="round_robin")
+    x, y = _data(18)
+
+    def epoch_loss(sources):
+        losses = []
+        for step, source in enumerate(sources):
+            xb, yb = x[6 * step:6 * step + 6], y[6 * step:6 * step + 6]
+            x_adv = _np_fgsm(source, xb[3:], yb[3:], "true")
+            losses.append((_np_ce(model.net, xb[:3], yb[:3]).sum()
+                           + _np_ce(model.net, x_adv, yb[3:]).sum()) / 6)
+        return np.mean(losses)
+
+    history = model.fit(x, y, batch_size=6, epochs=1, shuffle=False,
+                        verbose=0)
+    got = history.history["loss"][0]
+    np.testing.assert_allclose(got, epoch_loss(model.sources), rtol=1e-5)
+    assert not np.isclose(got, epoch_loss([model.net] * 3), rtol=1e-3)
+    assert int(model.optimizer.iterations.numpy()) == 3
+
+
 def test_random_selection_is_uniform_and_seeded():
     def draws(seed):
         model = _trainer(seed=seed)

@@ -1,16 +1,18 @@
 """TRADES (Zhang et al. 2019): the loss against numpy, the inner
 maximisation against numpy sign steps on a linear softmax model and its
-bounds, the train step against an independent GradientTape computation (one
-device and 2-replica mirrored), beta = 0 as natural training, serialization
-and errors."""
+bounds, the train step against an independent computation on Keras's
+stateless call (one device; 2-replica mirrored under TensorFlow), beta = 0
+as natural training, serialization and errors. Backend-neutral except the
+tf.distribute test."""
 
 import keras
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 import attacks
+from core import backends
 from tests.attacks.kl_reference import (SHAPE, batch as _batch,
                                        bn_net as _bn_net,
                                        linear_net as _linear,
@@ -48,17 +50,28 @@ def _compiled(net, beta, lr=0.1, **kwargs):
 
 def _reference_step(net, x, y, x_adv, beta, lr):
     """One SGD step on CE(f(x), y) + beta * mean KL(p(x) || p(x_adv)),
-    both calls in training mode, written with plain TF ops."""
-    with tf.GradientTape() as tape:
-        clean = net(x, training=True)
-        adv = net(x_adv, training=True)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, clean)
-        log_p, log_q = tf.nn.log_softmax(clean), tf.nn.log_softmax(adv)
-        kl = tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), -1)
-        loss = tf.reduce_mean(ce) + beta * tf.reduce_mean(kl)
-    grads = tape.gradient(loss, net.trainable_variables)
+    both calls in training mode, written with plain keras.ops on the
+    network's stateless call (the weights are the differentiated inputs;
+    BatchNorm statistics are updated by both calls, clean first)."""
+    trainable = [v.value for v in net.trainable_variables]
+    non_trainable = [v.value for v in net.non_trainable_variables]
+
+    def loss_fn(*weights):
+        clean, state = net.stateless_call(weights, non_trainable, x,
+                                          training=True)
+        adv, state = net.stateless_call(weights, state, x_adv,
+                                        training=True)
+        ce = ops.sparse_categorical_crossentropy(y, clean, from_logits=True)
+        log_p = ops.log_softmax(clean, axis=-1)
+        log_q = ops.log_softmax(adv, axis=-1)
+        kl = ops.sum(ops.exp(log_p) * (log_p - log_q), -1)
+        return ops.mean(ce) + beta * ops.mean(kl), state
+
+    loss, state, _, grads = backends.gradients(loss_fn, [], trainable)
     for v, g in zip(net.trainable_variables, grads):
-        v.assign_sub(lr * g)
+        v.assign(v - lr * g)
+    for v, value in zip(net.non_trainable_variables, state):
+        v.assign(value)
     return float(loss)
 
 
@@ -77,9 +90,27 @@ def test_step_equals_gradient_tape_reference():
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("seed", [None, 5])
+def test_fit_runs_steps_and_moves_the_weights(seed):
+    """A few steps through fit(): seed=None draws the start from the
+    global generator (TensorFlow) or the trainer's own generator inside the
+    compiled step (JAX); an int from (seed, optimizer step)."""
+    x, y = _batch(16)
+    model = _compiled(_bn_net(), beta=6.0, seed=seed)
+    before = [v.numpy() for v in model.net.trainable_variables]
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert int(model.optimizer.iterations.numpy()) == 4
+    assert all(not np.allclose(a, v.numpy()) for a, v in zip(
+        before, model.net.trainable_variables))
+
+
+@pytest.mark.tensorflow_only
 def test_mirrored_step_equals_reference():
     """2 replicas: each crafts x_adv on its half (seed (3, 0)); the
     synchronised update is the step on the mean loss of the whole batch."""
+    import tensorflow as tf
+
     x, y = _batch()
     strategy = distribute.get_strategy("mirrored")
     with strategy.scope():
@@ -117,7 +148,7 @@ def test_validation_is_clean():
     x, y = _batch()
     model = _compiled(_bn_net(), beta=6.0)
     logs = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
-    logits = model.net(x, training=False).numpy()
+    logits = np.asarray(model.net(x, training=False))
     want = -_log_softmax(logits)[np.arange(8), y].mean()
     np.testing.assert_allclose(logs["loss"], want, rtol=1e-5)
     np.testing.assert_allclose(logs["accuracy"],
