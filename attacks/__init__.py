@@ -46,11 +46,15 @@ __all__ = [
 ]
 
 # Attacks whose outer loop runs on the host (NumPy binary searches over c,
-# SciPy's L-BFGS-B, the differential evolution's bookkeeping): they must be
-# called eagerly, not inside a `tf.function` (their inner loops are still
-# compiled). Every other attack can be traced into a graph, e.g. a training
-# step; `evaluation.robust_accuracy(eager=True)` runs these.
-EAGER_ONLY = frozenset({"cw_l2", "cw_linf", "cw_l0", "lbfgs", "one_pixel"})
+# SciPy's L-BFGS-B, the differential evolution's bookkeeping, and the
+# query loops of Square and SPSA, which query only the examples not yet
+# broken, a batch whose size changes, which jax.jit cannot compile): they
+# must be called eagerly, not inside a `tf.function` / `jax.jit` (their
+# inner steps are still compiled). Every other attack can be traced into a
+# graph, e.g. a training step; `evaluation.robust_accuracy(eager=True)`
+# runs these.
+EAGER_ONLY = frozenset({"cw_l2", "cw_linf", "cw_l0", "lbfgs", "one_pixel",
+                        "square", "spsa"})
 
 
 def get_attack(name: str) -> Callable[..., Any]:

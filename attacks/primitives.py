@@ -71,6 +71,16 @@ def check_box(clip_min: float, clip_max: float) -> None:
         )
 
 
+def require_eager(name: str, x: Any) -> None:
+    """Raises ValueError when `x` is symbolic (inside `tf.function` /
+    `jax.jit`): attack `name` runs its outer loop on the host
+    (`attacks.EAGER_ONLY`)."""
+    if backends.is_traced(x):
+        raise ValueError(
+            f"{name} runs its outer loop on the host and must be called "
+            "eagerly, not inside tf.function / jax.jit (attacks.EAGER_ONLY)")
+
+
 def check_inputs(x: Any, y: Any, clip_min: float, clip_max: float, *,
                  targeted: bool = False) -> None:
     """Checks the box, `x` (rank 4, float, inside the box) and `y` (rank 1,

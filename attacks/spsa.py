@@ -320,6 +320,7 @@ def spsa(
                         loss=loss, clip_min=clip_min, clip_max=clip_max)
     _check(samples, delta, max_batch)
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    primitives.require_eager("spsa", x)
     x = ops.convert_to_tensor(x)
     if eps == 0:
         return ops.clip(x, clip_min, clip_max)

@@ -381,6 +381,7 @@ def _check_args(x, y, eps, norm, steps, p_init, loss, targeted, restarts,
             or not (np.isfinite(p_init) and 0.0 < p_init <= 1.0)):
         raise ValueError(f"p_init must be a number in (0, 1]; got {p_init!r}")
     primitives.check_inputs(x, y, clip_min, clip_max, targeted=targeted)
+    primitives.require_eager("square", x)
     return loss, p_init
 
 

@@ -64,13 +64,47 @@ def both(tmp_path_factory, fmnist_test):
     return here, other, tmp, x
 
 
+# Iterative attacks whose path, on a few examples, turns on a decision that
+# a 1e-7 difference between the backends' convolutions can flip: a ReLU or
+# best-iterate near-tie in L2 PGD (its step g/||g|| keeps every gradient
+# difference, where L-inf's sign(g) absorbs it), Adam's 30-90 steps in
+# C&W L2, the success test that cuts C&W L-inf's tau. Measured here: 14,
+# 13 and 13 of the 16 examples agree to 1e-4; the rest diverge (up to 0.013,
+# 0.008 and 0.21). For these the test asks at least 12 of 16 examples
+# within 1e-4 and the same outcome on all 16: the predicted class, and the
+# distance to x in the attack's norm within 5% (C&W L-inf: 0.2566 / 0.2547,
+# 0.1723 / 0.1794 and 0.2134 / 0.2140 on the diverging three).
+DIVERGENT = {"pgd_l2": "2", "cw_l2": "2", "cw_linf": "inf"}
+MIN_AGREEING = 12
+
+
 @pytest.mark.parametrize("case", ["logits", *parity_worker.CASES])
 def test_deterministic_attacks_agree_across_backends(both, case):
     here, other, _, x = both
-    diff = float(np.abs(here[case] - other[case]).max())
-    assert diff <= TOL, f"{case}: max abs difference {diff:.3g}"
+    per_example = np.abs(here[case] - other[case]).reshape(
+        len(x), -1).max(axis=1)
     if case != "logits":  # the attack did something
         assert float(np.abs(here[case] - x).max()) > 0.0
+    if case not in DIVERGENT:
+        diff = float(per_example.max())
+        assert diff <= TOL, f"{case}: max abs difference {diff:.3g}"
+        return
+    agreeing = int(np.sum(per_example <= TOL))
+    assert agreeing >= MIN_AGREEING, (case, np.round(per_example, 5))
+
+
+@pytest.mark.parametrize("case", sorted(DIVERGENT))
+def test_divergent_attacks_reach_the_same_outcome(both, case):
+    here, other, tmp, x = both
+    model = keras.saving.load_model(tmp / "model.keras")
+    pred_here = np.argmax(np.asarray(model(here[case], training=False)), 1)
+    pred_other = np.argmax(np.asarray(model(other[case], training=False)),
+                           1)
+    np.testing.assert_array_equal(pred_here, pred_other)
+    ord_ = np.inf if DIVERGENT[case] == "inf" else 2
+    dist = [np.linalg.norm((a - x).reshape(len(x), -1), ord=ord_, axis=1)
+            for a in (here[case], other[case])]
+    np.testing.assert_allclose(dist[0], dist[1], rtol=0.05, atol=1e-4)
 
 
 def test_a_keras_file_saved_under_the_other_backend_loads_here(both):

@@ -240,7 +240,10 @@ def test_functions_are_short(path):
 BACKEND_IMPORTS = {
     "tensorflow": {
         "core/backends/tensorflow.py",   # the TensorFlow backend module
-        "data/tf_pipeline.py",           # tf.data input path
+        "data/_pipeline.py",             # tf.data input path
+        "data/__init__.py",              # get_dataset's type (TYPE_CHECKING)
+        "data/fashion_mnist.py",         # its tf.data builder and tfds
+                                         # fallback, imported inside them
         "data/augment.py",               # tf.data augmentation
         "data/tfds_datasets.py",         # tensorflow-datasets input path
         "benchmarks/peers_tensorflow.py",  # cleverhans & co. (TF peers)

@@ -166,6 +166,26 @@ def test_an_empty_box_is_refused(name):
                                                "clip_max": 0.0})
 
 
+def _compiled(fn):
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    import jax
+
+    return jax.jit(fn)
+
+
+@pytest.mark.parametrize("name", ["square", "spsa"])
+def test_host_loop_attacks_refuse_tracing_with_one_clear_error(name):
+    x, y = LIN.inputs(4)
+    fn = attacks.get_attack(name)
+    graph = _compiled(lambda a, b: fn(LIN, a, b, **_kwargs(name)))
+    with pytest.raises(ValueError, match=f"{name} runs its outer loop on "
+                       "the host"):
+        graph(x, y)
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED - attacks.EAGER_ONLY))
 def test_graph_attacks_trace_into_a_compiled_function(name):
     """All but `attacks.EAGER_ONLY` run inside a `tf.function` / `jax.jit`
