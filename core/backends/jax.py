@@ -112,9 +112,19 @@ def gradients(loss_fn: Callable[..., tuple[Any, Any]],
 
 
 def _model_variables(model: Any) -> list | None:
+    """The variables of a Keras model, or of the models inside an attack
+    wrapper (EOT, BPDA, adaptive: their `wrapped` and `surrogate`); None
+    for a callable without any."""
     if isinstance(model, keras.layers.Layer):
         return list(model.variables)
-    return None
+    found, seen = [], set()
+    for part in (getattr(model, "wrapped", None),
+                 getattr(model, "surrogate", None)):
+        for v in (_model_variables(part) if part is not None else None) or []:
+            if id(v) not in seen:
+                seen.add(id(v))
+                found.append(v)
+    return found or None
 
 
 def compile_fn(fn: Callable, *, jit_compile: bool = False,
@@ -200,9 +210,7 @@ def prepared_train_step(model: Any, args: tuple, prepare: Callable,
 def _loop_state(model: Any) -> list:
     """The model's variables that a call may assign (non-trainable:
     BatchNorm statistics, a random layer's seed state)."""
-    if not isinstance(model, keras.layers.Layer):
-        return []
-    return [v for v in model.variables if not v.trainable]
+    return [v for v in _model_variables(model) or [] if not v.trainable]
 
 
 def _carry_state(state_vars: list, body: Callable) -> Callable:
