@@ -1,8 +1,25 @@
 """A linear softmax model with an analytic input gradient, shared by the
 attack tests as a closed-form reference."""
 
+import contextlib
+
+import keras
 import numpy as np
 from keras import ops
+
+
+def to_numpy(t):
+    """Any backend's tensor (or a numpy array) as a numpy array."""
+    return ops.convert_to_numpy(t)
+
+
+def float64_scope():
+    """A context in which float64 tensors exist: under JAX they need
+    `jax_enable_x64` (TensorFlow always has them)."""
+    if keras.backend.backend() == "jax":
+        import jax
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
 
 
 class LinearSoftmax:

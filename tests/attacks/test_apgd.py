@@ -2,7 +2,6 @@
 contract properties, the checkpoint schedule, the DLR loss against numpy,
 and strength on a CNN trained on real Fashion-MNIST."""
 
-import contextlib
 import importlib
 
 import keras
@@ -11,34 +10,13 @@ import pytest
 from keras import ops
 
 from attacks.apgd import apgd_ce, apgd_dlr
-from tests.attacks.linear_model import LinearSoftmax
+from tests.attacks.linear_model import LinearSoftmax, float64_scope, to_numpy
 
 apgd_module = importlib.import_module("attacks.apgd")
 pgd = importlib.import_module("attacks.pgd").pgd
 
 
-class _Linear(LinearSoftmax):
-    """`LinearSoftmax` called through `keras.ops`, so that it runs (and is
-    differentiated) under every Keras backend."""
-
-    def __call__(self, x):
-        return ops.matmul(ops.reshape(x, (-1, 12)), self.W) + self.B
-
-
-def _np(t):
-    return ops.convert_to_numpy(t)
-
-
-def _float64():
-    """A context in which float64 tensors exist: under JAX they need
-    `jax_enable_x64` (TensorFlow always has them)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
-
-
-LIN = _Linear(classes=5, seed=0)
+LIN = LinearSoftmax(classes=5, seed=0)
 RNG, linear, _inputs = LIN.rng, LIN, LIN.inputs
 
 
@@ -47,7 +25,7 @@ RNG, linear, _inputs = LIN.rng, LIN, LIN.inputs
 def test_norm_bound_box_dtype_and_no_mutation(fn, norm, eps):
     x, y = _inputs()
     x_before = x.copy()
-    x_adv = _np(fn(linear, x, y, eps=eps, steps=10, norm=norm, seed=0))
+    x_adv = to_numpy(fn(linear, x, y, eps=eps, steps=10, norm=norm, seed=0))
     assert x_adv.dtype == np.float32 and x_adv.shape == x.shape
     np.testing.assert_array_equal(x, x_before)
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
@@ -59,13 +37,13 @@ def test_norm_bound_box_dtype_and_no_mutation(fn, norm, eps):
 
 def test_float64_keeps_dtype_and_eps_zero_is_identity():
     x, y = _inputs()
-    with _float64():
+    with float64_scope():
         out = apgd_ce(linear, x.astype("float64"), y, eps=0.1, steps=3,
                       seed=0)
         assert keras.backend.standardize_dtype(out.dtype) == "float64"
     for fn in (apgd_ce, apgd_dlr):
         same = fn(linear, x, y, eps=0.0, steps=5, seed=0)
-        np.testing.assert_array_equal(_np(same), x)
+        np.testing.assert_array_equal(to_numpy(same), x)
 
 
 def test_checkpoint_schedule_matches_the_formula():
@@ -98,13 +76,13 @@ def test_dlr_losses_match_numpy():
     z = RNG.normal(size=(32, 10)).astype("float32") * 3
     y = RNG.integers(0, 10, size=32).astype("int32")
     t = ((y + RNG.integers(1, 10, size=32)) % 10).astype("int32")
-    np.testing.assert_allclose(_np(apgd_module.dlr_loss(z, y)),
+    np.testing.assert_allclose(to_numpy(apgd_module.dlr_loss(z, y)),
                                _np_dlr(z, y), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
-        _np(apgd_module.targeted_dlr_loss(z, y, t)),
+        to_numpy(apgd_module.targeted_dlr_loss(z, y, t)),
         _np_dlr_targeted(z, y, t), rtol=1e-5, atol=1e-6)
     # shift and scale invariance
-    np.testing.assert_allclose(_np(apgd_module.dlr_loss(4 * z + 7, y)),
+    np.testing.assert_allclose(to_numpy(apgd_module.dlr_loss(4 * z + 7, y)),
                                _np_dlr(z, y), rtol=1e-4, atol=1e-5)
 
 
@@ -148,7 +126,7 @@ def test_no_retracing_across_eps_values():
 # --- strength on a naturally trained Fashion-MNIST CNN (session fixture) ---
 
 def _correct(model, x, y):
-    return np.argmax(model.predict(_np(x), verbose=0, batch_size=200),
+    return np.argmax(model.predict(to_numpy(x), verbose=0, batch_size=200),
                      1) == y
 
 
@@ -159,7 +137,7 @@ def test_apgd_ce_at_least_as_strong_as_pgd(fmnist_cnn, fmnist_test):
     x_apgd = apgd_ce(model, x, y, eps=0.1, steps=50, seed=0)
     pgd_acc = _correct(model, x_pgd, y).mean()
     apgd_acc = _correct(model, x_apgd, y).mean()
-    d = np.abs(_np(x_apgd) - x).max()
+    d = np.abs(to_numpy(x_apgd) - x).max()
     assert d <= 0.1 + 1e-6
     assert apgd_acc <= pgd_acc + 0.01, (apgd_acc, pgd_acc)
     assert apgd_acc <= 0.10, apgd_acc
@@ -171,7 +149,7 @@ def test_targeted_apgd_dlr_reaches_random_targets(fmnist_cnn, fmnist_test):
     target = (y + RNG.integers(1, 10, size=y.shape)).astype("int32") % 10
     x_adv = apgd_dlr(model, x, target, eps=0.2, steps=50, targeted=True,
                      y_true=y, seed=0)
-    hit = np.argmax(model.predict(_np(x_adv), verbose=0), 1) == target
+    hit = np.argmax(model.predict(to_numpy(x_adv), verbose=0), 1) == target
     assert hit.mean() >= 0.80, hit.mean()
 
 

@@ -1,7 +1,6 @@
 """Carlini-Wagner L2: contract properties and strength on a CNN trained on
 real Fashion-MNIST."""
 
-import contextlib
 
 import keras
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from keras import ops
 
 from attacks.cw import cw_l2
+from tests.attacks.linear_model import float64_scope, to_numpy
 
 N = 100
 # c_init and learning_rate raised from the paper-style defaults so that
@@ -20,7 +20,7 @@ FAST = dict(binary_search_steps=4, steps=50, c_init=1.0, learning_rate=0.1)
 def setup(fmnist_cnn, fmnist_test):
     model = keras.saving.load_model(fmnist_cnn)
     x, y = fmnist_test[0][:N], fmnist_test[1][:N]
-    pred = np.argmax(_np(model(x, training=False)), -1)
+    pred = np.argmax(to_numpy(model(x, training=False)), -1)
     keep = pred == y  # attack only correctly classified images
     return model, x[keep], y[keep]
 
@@ -28,20 +28,7 @@ def setup(fmnist_cnn, fmnist_test):
 @pytest.fixture(scope="module")
 def untargeted(setup):
     model, x, y = setup
-    return _np(cw_l2(model, x, y, **FAST))
-
-
-def _np(t):
-    return ops.convert_to_numpy(t)
-
-
-def _float64():
-    """A context in which float64 tensors exist: under JAX they need
-    `jax_enable_x64` (TensorFlow always has them)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
+    return to_numpy(cw_l2(model, x, y, **FAST))
 
 
 def _l2(a, b):
@@ -49,7 +36,7 @@ def _l2(a, b):
 
 
 def _report(x_adv, x, model, y, targeted=False):
-    pred = np.argmax(_np(model(x_adv, training=False)), -1)
+    pred = np.argmax(to_numpy(model(x_adv, training=False)), -1)
     succ = (pred == y) if targeted else (pred != y)
     return succ, _l2(x_adv, x)
 
@@ -72,7 +59,7 @@ def test_targeted_reaches_random_targets(setup):
     model, x, y = setup
     rng = np.random.default_rng(0)
     t = ((y + rng.integers(1, 10, size=len(y))) % 10).astype("int32")
-    x_adv = _np(cw_l2(model, x, t, targeted=True, **FAST))
+    x_adv = to_numpy(cw_l2(model, x, t, targeted=True, **FAST))
     succ, _ = _report(x_adv, x, model, t, targeted=True)
     assert succ.mean() >= 0.8
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
@@ -80,8 +67,8 @@ def test_targeted_reaches_random_targets(setup):
 
 def test_confidence_increases_l2(setup, untargeted):
     model, x, y = setup
-    x5 = _np(cw_l2(model, x, y, confidence=5.0, **FAST))
-    logits = _np(model(x5, training=False))
+    x5 = to_numpy(cw_l2(model, x, y, confidence=5.0, **FAST))
+    logits = to_numpy(model(x5, training=False))
     s0, l0 = _report(untargeted, x, model, y)
     s5, l5 = _report(x5, x, model, y)
     both = s0 & s5
@@ -96,27 +83,27 @@ def test_confidence_increases_l2(setup, untargeted):
 
 def test_failures_return_x_unchanged(setup):
     model, x, y = setup
-    x_adv = _np(cw_l2(model, x[:20], y[:20], c_init=1e-8,
+    x_adv = to_numpy(cw_l2(model, x[:20], y[:20], c_init=1e-8,
                       binary_search_steps=1, steps=1))
     np.testing.assert_array_equal(x_adv, x[:20])
 
 
 def test_eps_projects_onto_l2_ball(setup, untargeted):
     model, x, y = setup
-    x_adv = _np(cw_l2(model, x[:20], y[:20], eps=0.3, **FAST))
+    x_adv = to_numpy(cw_l2(model, x[:20], y[:20], eps=0.3, **FAST))
     assert np.all(_l2(x_adv, x[:20]) <= 0.3 + 1e-4)
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
 
 def test_input_not_mutated_and_dtype_kept(setup):
     model, x, y = setup
-    with _float64():
+    with float64_scope():
         x64 = ops.convert_to_tensor(x[:8], "float64")
-        before = _np(x64).copy()
+        before = to_numpy(x64).copy()
         out = cw_l2(model, x64, y[:8], binary_search_steps=1, steps=5)
         assert keras.backend.standardize_dtype(out.dtype) == "float64"
         assert out.shape == x64.shape
-        np.testing.assert_array_equal(_np(x64), before)
+        np.testing.assert_array_equal(to_numpy(x64), before)
     xs = x[:8].copy()
     cw_l2(model, xs, None, binary_search_steps=1, steps=5)
     np.testing.assert_array_equal(xs, x[:8])
@@ -167,9 +154,9 @@ def test_cw_median_l2_below_deepfool_on_the_same_images(setup):
 
     model, x, y = setup
     x, y = x[:40], y[:40]
-    x_cw = _np(cw_l2(model, x, y, binary_search_steps=4, steps=100,
+    x_cw = to_numpy(cw_l2(model, x, y, binary_search_steps=4, steps=100,
                      c_init=1.0, learning_rate=0.05))
-    x_df = _np(deepfool(model, x, y, norm="2", steps=50, overshoot=0.02))
+    x_df = to_numpy(deepfool(model, x, y, norm="2", steps=50, overshoot=0.02))
     s_cw, l_cw = _report(x_cw, x, model, y)
     s_df, l_df = _report(x_df, x, model, y)
     both = s_cw & s_df

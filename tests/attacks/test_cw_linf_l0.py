@@ -1,7 +1,6 @@
 """Carlini-Wagner L-inf and L0: contract properties, closed-form checks on a
 linear model, and strength on a CNN trained on real Fashion-MNIST."""
 
-import contextlib
 import itertools
 import time
 
@@ -13,6 +12,7 @@ from keras import ops
 from attacks.cw_l0 import cw_l0
 from attacks.cw_linf import cw_linf
 from tests.attacks import linear_model
+from tests.attacks.linear_model import float64_scope, to_numpy
 
 N = 20  # correctly classified CNN test images attacked
 # Short budgets for CPU tests (the defaults use more Adam steps).
@@ -29,19 +29,6 @@ class LinearSoftmax(linear_model.LinearSoftmax):
         return ops.matmul(ops.reshape(x, (-1, 12)), self.W) + self.B
 
 
-def _np(t):
-    return ops.convert_to_numpy(t)
-
-
-def _float64():
-    """A context in which float64 tensors exist: under JAX they need
-    `jax_enable_x64` (TensorFlow always has them)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
-
-
 def _linf(a, b):
     return np.abs(a - b).reshape(len(a), -1).max(1)
 
@@ -53,7 +40,7 @@ def _pixels(a, b):
 
 def _logits(model, x):
     out = model(ops.convert_to_tensor(x, "float32"))
-    return _np(out)
+    return to_numpy(out)
 
 
 def _linear_near_boundary(n=8, seed=1):
@@ -92,7 +79,7 @@ def _min_l0(lin, x, y):
 
 def test_linf_matches_exact_distance_on_linear_model():
     lin, x, y, dist = _linear_near_boundary()
-    x_adv = _np(cw_linf(lin, x, y, steps=100, learning_rate=0.01))
+    x_adv = to_numpy(cw_linf(lin, x, y, steps=100, learning_rate=0.01))
     assert np.all(_logits(lin, x_adv).argmax(1) != y)
     ratio = _linf(x_adv, x) / dist
     print(f"\ncw_linf / exact L-inf distance on the linear model: {ratio}")
@@ -105,7 +92,7 @@ def test_linf_matches_exact_distance_on_linear_model():
 def test_linf_eps_projects_onto_ball():
     lin, x, y, dist = _linear_near_boundary()
     eps = 0.5 * float(dist.min())
-    x_adv = _np(cw_linf(lin, x, y, eps=eps, steps=50))
+    x_adv = to_numpy(cw_linf(lin, x, y, eps=eps, steps=50))
     assert np.all(_linf(x_adv, x) <= eps + 1e-6)
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
@@ -117,7 +104,7 @@ def test_l0_finds_few_pixels_on_linear_model():
     exact = np.array([_min_l0(lin, xi, yi) for xi, yi in zip(x, y)])
     sel = np.flatnonzero(exact <= 2)[:8]
     x, y, exact = x[sel], y[sel], exact[sel]
-    x_adv = _np(cw_l0(lin, x, y, steps=100, learning_rate=0.1))
+    x_adv = to_numpy(cw_l0(lin, x, y, steps=100, learning_rate=0.1))
     count = _pixels(x_adv, x)
     print(f"\ncw_l0 pixels {count}, exact minimum {exact}")
     assert np.all(_logits(lin, x_adv).argmax(1) != y)
@@ -133,7 +120,7 @@ def test_targeted_and_confidence_on_linear_model(name):
     x, _ = lin.inputs(8)
     y = _logits(lin, x).argmax(1)
     target = ((y + 1) % 3).astype("int32")
-    x_adv = _np(ATTACKS[name](lin, x, target, targeted=True,
+    x_adv = to_numpy(ATTACKS[name](lin, x, target, targeted=True,
                               confidence=1.0, steps=100,
                               learning_rate=0.05))
     z = _logits(lin, x_adv)
@@ -150,20 +137,20 @@ def test_targeted_and_confidence_on_linear_model(name):
 def test_dtype_kept_input_not_mutated_failures_unchanged(name):
     lin, x, y, _ = _linear_near_boundary()
     # float64 values off the float32 grid: a float32 round trip would show.
-    with _float64():
+    with float64_scope():
         x64 = ops.convert_to_tensor(x.astype("float64") + 1e-10)
-        before = _np(x64).copy()
+        before = to_numpy(x64).copy()
         assert before.dtype == np.float64
         out = ATTACKS[name](lin, x64, y, steps=20)
         assert keras.backend.standardize_dtype(out.dtype) == "float64"
         assert out.shape == x64.shape
-        np.testing.assert_array_equal(_np(x64), before)
-        out = _np(out)
+        np.testing.assert_array_equal(to_numpy(x64), before)
+        out = to_numpy(out)
         changed = np.any(out != before, axis=(1, 2, 3))
         assert changed.all()
         assert out.min() >= 0.0 and out.max() <= 1.0
         # A budget too small to succeed: x comes back bit for bit.
-        fail = _np(ATTACKS[name](lin, x64, y, steps=1, learning_rate=1e-7,
+        fail = to_numpy(ATTACKS[name](lin, x64, y, steps=1, learning_rate=1e-7,
                                  c_max=1.0, max_rounds=1))
         np.testing.assert_array_equal(fail, before)
     xs = x.copy()
@@ -231,7 +218,7 @@ def test_registered(name):
 def setup(fmnist_cnn, fmnist_test):
     model = keras.saving.load_model(fmnist_cnn)
     x, y = fmnist_test[0][:40], fmnist_test[1][:40]
-    pred = np.argmax(_np(model(x, training=False)), -1)
+    pred = np.argmax(to_numpy(model(x, training=False)), -1)
     keep = pred == y  # attack only correctly classified images
     assert keep.sum() >= N
     return model, x[keep][:N], y[keep][:N]
@@ -249,9 +236,9 @@ def _check_contract(x_adv, x, succ):
 def test_linf_breaks_natural_cnn_with_small_linf(setup):
     model, x, y = setup
     start = time.time()
-    x_adv = _np(cw_linf(model, x, y, **FAST_LINF))
+    x_adv = to_numpy(cw_linf(model, x, y, **FAST_LINF))
     seconds = time.time() - start
-    succ = np.argmax(_np(model(x_adv, training=False)), -1) != y
+    succ = np.argmax(to_numpy(model(x_adv, training=False)), -1) != y
     linf = _linf(x_adv, x)
     print(f"\ncw_linf on {len(x)} images: success {succ.mean():.3f}, median "
           f"L-inf {np.median(linf[succ]):.4f}, max {linf[succ].max():.4f}, "
@@ -266,9 +253,9 @@ def test_linf_breaks_natural_cnn_with_small_linf(setup):
 def test_l0_breaks_natural_cnn_with_few_pixels(setup):
     model, x, y = setup
     start = time.time()
-    x_adv = _np(cw_l0(model, x, y, **FAST_L0))
+    x_adv = to_numpy(cw_l0(model, x, y, **FAST_L0))
     seconds = time.time() - start
-    succ = np.argmax(_np(model(x_adv, training=False)), -1) != y
+    succ = np.argmax(to_numpy(model(x_adv, training=False)), -1) != y
     pixels = _pixels(x_adv, x)
     print(f"\ncw_l0 on {len(x)} images: success {succ.mean():.3f}, median "
           f"pixels changed {np.median(pixels[succ]):.0f} of 784, max "

@@ -1,7 +1,6 @@
 """DeepFool: exact minimal perturbations on a linear model (closed form),
 contract properties, and strength on a CNN trained on real Fashion-MNIST."""
 
-import contextlib
 
 import keras
 import numpy as np
@@ -9,31 +8,10 @@ import pytest
 from keras import ops
 
 from attacks.deepfool import deepfool
-from tests.attacks.linear_model import LinearSoftmax
+from tests.attacks.linear_model import LinearSoftmax, float64_scope, to_numpy
 
 
-class _Linear(LinearSoftmax):
-    """`LinearSoftmax` called through `keras.ops`, so that it runs (and is
-    differentiated) under every Keras backend."""
-
-    def __call__(self, x):
-        return ops.matmul(ops.reshape(x, (-1, 12)), self.W) + self.B
-
-
-def _np(t):
-    return ops.convert_to_numpy(t)
-
-
-def _float64():
-    """A context in which float64 tensors exist: under JAX they need
-    `jax_enable_x64` (TensorFlow always has them)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
-
-
-LIN = _Linear(classes=3, seed=0)
+LIN = LinearSoftmax(classes=3, seed=0)
 RNG, W, B, linear = LIN.rng, LIN.W, LIN.B, LIN
 
 
@@ -71,7 +49,7 @@ def _logits(x):
 def test_linear_model_minimal_perturbation_is_exact(norm, primal, dual):
     x = _inputs()
     want, y, l = _closed_form(x, dual)
-    x_adv = _np(deepfool(linear, x, norm=norm, overshoot=0.0, steps=20))
+    x_adv = to_numpy(deepfool(linear, x, norm=norm, overshoot=0.0, steps=20))
     # The box never binds: the result lies strictly inside it.
     assert np.all((x_adv > 0) & (x_adv < 1))
     r = (x_adv - x).reshape(len(x), -1).astype("float64")
@@ -82,7 +60,7 @@ def test_linear_model_minimal_perturbation_is_exact(norm, primal, dual):
     idx = np.arange(len(x))
     np.testing.assert_allclose(z[idx, l] - z[idx, y], 0.0, atol=1e-4)
     # With a tiny overshoot it is just past the boundary: misclassified.
-    x_over = _np(deepfool(linear, x, norm=norm, overshoot=1e-4,
+    x_over = to_numpy(deepfool(linear, x, norm=norm, overshoot=1e-4,
                       steps=20))
     assert np.all(_logits(x_over).argmax(1) != y)
     r_over = (x_over - x).reshape(len(x), -1).astype("float64")
@@ -93,7 +71,7 @@ def test_linear_model_minimal_perturbation_is_exact(norm, primal, dual):
 def test_linear_model_one_step_suffices():
     x = _inputs()
     want, y, _ = _closed_form(x, 2)
-    x_adv = _np(deepfool(linear, x, overshoot=1e-3, steps=1))
+    x_adv = to_numpy(deepfool(linear, x, overshoot=1e-3, steps=1))
     assert np.all(_logits(x_adv).argmax(1) != y)
     got = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)
     np.testing.assert_allclose(got, want * 1.001, rtol=1e-4)
@@ -102,7 +80,7 @@ def test_linear_model_one_step_suffices():
 def test_labels_already_wrong_are_left_unchanged():
     x = _inputs()
     y = (_logits(x).argmax(1) + 1).astype("int32") % 3
-    x_adv = _np(deepfool(linear, x, y))
+    x_adv = to_numpy(deepfool(linear, x, y))
     np.testing.assert_array_equal(x_adv, x)
 
 
@@ -111,7 +89,7 @@ def test_eps_projects_the_final_perturbation(norm):
     x = _inputs()
     want, _, _ = _closed_form(x, 2 if norm == "2" else 1)
     eps = float(np.min(want)) / 2
-    x_adv = _np(deepfool(linear, x, norm=norm, eps=eps))
+    x_adv = to_numpy(deepfool(linear, x, norm=norm, eps=eps))
     r = (x_adv - x).reshape(len(x), -1)
     got = np.linalg.norm(r, ord=2 if norm == "2" else np.inf, axis=1)
     assert np.all(got <= eps * (1 + 1e-5))
@@ -124,11 +102,11 @@ def test_no_mutation_dtype_and_box():
                 0, 1).astype("float64")
     before = x.copy()
     for norm in ("2", "inf"):
-        with _float64():
+        with float64_scope():
             x_adv = deepfool(linear, x, norm=norm, overshoot=0.5)
             assert keras.backend.standardize_dtype(x_adv.dtype) == "float64"
             assert tuple(x_adv.shape) == x.shape
-            x_adv = _np(x_adv)
+            x_adv = to_numpy(x_adv)
         assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     np.testing.assert_array_equal(x, before)
 
@@ -164,7 +142,7 @@ def test_deepfool_breaks_a_naturally_trained_cnn(fmnist_cnn, fmnist_test):
     model = keras.saving.load_model(fmnist_cnn)
     x = fmnist_test[0][:100]
     pred = np.argmax(model.predict(x, verbose=0), 1)
-    x_adv = _np(deepfool(model, x, norm="2", steps=50, overshoot=0.02))
+    x_adv = to_numpy(deepfool(model, x, norm="2", steps=50, overshoot=0.02))
     adv_pred = np.argmax(model.predict(x_adv, verbose=0), 1)
     fooled = adv_pred != pred
     norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1)

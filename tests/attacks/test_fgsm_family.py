@@ -1,7 +1,6 @@
 """R+FGSM, MI-FGSM and ILLC: reductions to FGSM, a closed-form MI-FGSM
 reference, contract properties, and ILLC strength on a trained CNN."""
 
-import contextlib
 import importlib
 
 import keras
@@ -14,33 +13,12 @@ from attacks.illc import illc, illc_steps
 from attacks.mi_fgsm import mi_fgsm
 from attacks.rfgsm import rfgsm
 from core import backends
-from tests.attacks.linear_model import LinearSoftmax
+from tests.attacks.linear_model import LinearSoftmax, float64_scope, to_numpy
 
 mi_module = importlib.import_module("attacks.mi_fgsm")
 
 
-class _Linear(LinearSoftmax):
-    """`LinearSoftmax` called through `keras.ops`, so that it runs (and is
-    differentiated) under every Keras backend."""
-
-    def __call__(self, x):
-        return ops.matmul(ops.reshape(x, (-1, 12)), self.W) + self.B
-
-
-def _np(t):
-    return ops.convert_to_numpy(t)
-
-
-def _float64():
-    """A context in which float64 tensors exist: under JAX they need
-    `jax_enable_x64` (TensorFlow always has them)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
-
-
-LIN = _Linear(classes=3, seed=1, grad_dtype="float64")
+LIN = LinearSoftmax(classes=3, seed=1, grad_dtype="float64")
 RNG, W, B, linear = LIN.rng, LIN.W, LIN.B, LIN
 _inputs, _input_grad = LIN.inputs, LIN.input_grad
 
@@ -59,7 +37,7 @@ def test_norm_bound_box_dtype_and_no_mutation(name):
     fn, kwargs = ATTACKS[name]
     x, y = _inputs()
     x_before, eps = x.copy(), 0.05
-    x_adv = _np(fn(linear, x, y, eps=eps, **kwargs))
+    x_adv = to_numpy(fn(linear, x, y, eps=eps, **kwargs))
     assert x_adv.dtype == np.float32 and x_adv.shape == x.shape
     np.testing.assert_array_equal(x, x_before)
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
@@ -71,7 +49,7 @@ def test_norm_bound_box_dtype_and_no_mutation(name):
 @pytest.mark.parametrize("fn", [rfgsm, mi_fgsm, illc])
 def test_float64_keeps_dtype(fn):
     x, y = _inputs()
-    with _float64():
+    with float64_scope():
         out = fn(linear, x.astype("float64"), y, eps=0.05)
         assert keras.backend.standardize_dtype(out.dtype) == "float64"
 
@@ -79,8 +57,8 @@ def test_float64_keeps_dtype(fn):
 def test_eps_zero_is_identity():
     x, y = _inputs()
     np.testing.assert_array_equal(
-        _np(rfgsm(linear, x, y, eps=0.0, alpha=0.0)), x)
-    np.testing.assert_array_equal(_np(mi_fgsm(linear, x, y, eps=0.0)), x)
+        to_numpy(rfgsm(linear, x, y, eps=0.0, alpha=0.0)), x)
+    np.testing.assert_array_equal(to_numpy(mi_fgsm(linear, x, y, eps=0.0)), x)
 
 
 @pytest.mark.parametrize("targeted", [False, True])
@@ -88,16 +66,16 @@ def test_rfgsm_with_alpha_zero_is_fgsm(targeted):
     x, y = _inputs()
     a = rfgsm(linear, x, y, eps=0.07, alpha=0.0, targeted=targeted, seed=3)
     b = fgsm(linear, x, y, eps=0.07, targeted=targeted)
-    np.testing.assert_array_equal(_np(a), _np(b))
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
 def test_rfgsm_matches_closed_form_and_seed_is_reproducible():
     x, y = _inputs()
     eps, alpha = 0.08, 0.03
-    a = _np(rfgsm(linear, x, y, eps=eps, alpha=alpha, seed=7))
-    b = _np(rfgsm(linear, x, y, eps=eps, alpha=alpha, seed=7))
+    a = to_numpy(rfgsm(linear, x, y, eps=eps, alpha=alpha, seed=7))
+    b = to_numpy(rfgsm(linear, x, y, eps=eps, alpha=alpha, seed=7))
     np.testing.assert_array_equal(a, b)
-    noise = _np(backends.stateless_normal(x.shape, (7, 0)))
+    noise = to_numpy(backends.stateless_normal(x.shape, (7, 0)))
     x_prime = np.clip(x + alpha * np.sign(noise), 0, 1)
     want = x_prime + (eps - alpha) * np.sign(_input_grad(x_prime, y))
     want = np.clip(np.clip(want, x - eps, x + eps), 0, 1)
@@ -110,7 +88,7 @@ def test_mi_fgsm_one_step_without_momentum_is_fgsm(targeted):
     a = mi_fgsm(linear, x, y, eps=0.07, steps=1, step_size=0.07, mu=0.0,
                 targeted=targeted)
     b = fgsm(linear, x, y, eps=0.07, targeted=targeted)
-    np.testing.assert_array_equal(_np(a), _np(b))
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
 @pytest.mark.parametrize("mu", [1.0, 0.5])
@@ -125,7 +103,7 @@ def test_mi_fgsm_matches_numpy_loop(mu):
         x_t = np.clip(np.clip(x_t + step * np.sign(g), x - eps, x + eps),
                       0, 1)
     got = mi_fgsm(linear, x, y, eps=eps, steps=steps, step_size=step, mu=mu)
-    np.testing.assert_allclose(_np(got), x_t, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(got), x_t, atol=1e-6)
 
 
 @pytest.mark.tensorflow_only  # tf.function's tracing count
@@ -150,13 +128,13 @@ def test_illc_step_count_rule(eps, want):
 def test_illc_ignores_y_and_equals_targeted_bim_to_least_likely():
     from attacks.pgd import pgd
     x, y = _inputs()
-    y_ll = np.argmin(_np(linear(x)), 1).astype("int32")
+    y_ll = np.argmin(to_numpy(linear(x)), 1).astype("int32")
     a = illc(linear, x, y, eps=8 / 255)
     b = illc(linear, x, None, eps=8 / 255)
     c = pgd(linear, x, y_ll, eps=8 / 255, step_size=1 / 255, steps=10,
             targeted=True, rand_init=False)
-    np.testing.assert_array_equal(_np(a), _np(b))
-    np.testing.assert_array_equal(_np(a), _np(c))
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(c))
 
 
 @pytest.mark.parametrize("fn,kwargs,match", [
@@ -194,9 +172,9 @@ def test_illc_reaches_least_likely_class(fmnist_cnn, fmnist_test):
     x, y = fmnist_test[0][:200], fmnist_test[1][:200]
     y_ll = np.argmin(model.predict(x, verbose=0), 1)
     # The paper's defaults at eps=0.2: 55 steps of 1/255 (measured 0.775).
-    x_paper = _np(illc(model, x, y, eps=0.2))
+    x_paper = to_numpy(illc(model, x, y, eps=0.2))
     # A step of 0.01 with the same 55 steps (measured 0.865).
-    x_big = _np(illc(model, x, y, eps=0.2, step_size=0.01))
+    x_big = to_numpy(illc(model, x, y, eps=0.2, step_size=0.01))
     for x_adv, floor in ((x_paper, 0.70), (x_big, 0.80)):
         assert np.abs(x_adv - x).max() <= 0.2 + 1e-6
         hit = np.argmax(model.predict(x_adv, verbose=0), 1) == y_ll

@@ -2,7 +2,6 @@
 on a linear model, strength on a CNN trained on real Fashion-MNIST, and the
 API contract."""
 
-import contextlib
 
 import keras
 import numpy as np
@@ -11,6 +10,7 @@ from keras import ops
 
 from attacks.lbfgs import lbfgs
 from tests.attacks import linear_model
+from tests.attacks.linear_model import float64_scope, to_numpy
 
 
 class LinearSoftmax(linear_model.LinearSoftmax):
@@ -19,19 +19,6 @@ class LinearSoftmax(linear_model.LinearSoftmax):
 
     def __call__(self, x):
         return ops.matmul(ops.reshape(x, (-1, 12)), self.W) + self.B
-
-
-def _np(t):
-    return ops.convert_to_numpy(t)
-
-
-def _float64():
-    """A context in which float64 tensors exist: under JAX they need
-    `jax_enable_x64` (TensorFlow always has them)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
 
 
 def _l2(a, b):
@@ -62,7 +49,7 @@ def test_linear_model_reaches_exact_minimal_distance(linear, targeted,
                                                      batch_size):
     model, x, pred, dist = linear
     y = (1 - pred) if targeted else pred
-    x_adv = _np(lbfgs(model, x, y, targeted=targeted, batch_size=batch_size,
+    x_adv = to_numpy(lbfgs(model, x, y, targeted=targeted, batch_size=batch_size,
                       binary_search_steps=8, steps=50))
     z = x_adv.reshape(8, 12) @ model.W + model.B
     assert np.all(z.argmax(1) != pred)
@@ -80,7 +67,7 @@ def test_linear_model_reaches_exact_minimal_distance(linear, targeted,
 def cnn(fmnist_cnn, fmnist_test):
     model = keras.saving.load_model(fmnist_cnn)
     x, y = fmnist_test[0][:40], fmnist_test[1][:40]
-    keep = np.argmax(_np(model(x, training=False)), -1) == y
+    keep = np.argmax(to_numpy(model(x, training=False)), -1) == y
     return model, x[keep][:20], y[keep][:20]
 
 
@@ -88,9 +75,9 @@ def test_targeted_reaches_random_targets_on_cnn(cnn):
     model, x, y = cnn
     rng = np.random.default_rng(0)
     t = ((y + rng.integers(1, 10, size=len(y))) % 10).astype("int32")
-    x_adv = _np(lbfgs(model, x, t, targeted=True, binary_search_steps=5,
+    x_adv = to_numpy(lbfgs(model, x, t, targeted=True, binary_search_steps=5,
                       steps=30))
-    pred = np.argmax(_np(model(x_adv, training=False)), -1)
+    pred = np.argmax(to_numpy(model(x_adv, training=False)), -1)
     succ = pred == t
     l2 = _l2(x_adv, x)
     print(f"\nlbfgs targeted on fmnist_cnn: success {succ.mean():.2f}, "
@@ -105,9 +92,9 @@ def test_targeted_reaches_random_targets_on_cnn(cnn):
 
 def test_untargeted_on_cnn(cnn):
     model, x, y = cnn
-    x_adv = _np(lbfgs(model, x[:10], y[:10], binary_search_steps=3,
+    x_adv = to_numpy(lbfgs(model, x[:10], y[:10], binary_search_steps=3,
                       steps=20))
-    pred = np.argmax(_np(model(x_adv, training=False)), -1)
+    pred = np.argmax(to_numpy(model(x_adv, training=False)), -1)
     assert np.mean(pred != y[:10]) >= 0.8
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
@@ -122,22 +109,22 @@ def test_failures_return_x_bit_for_bit(linear):
     _, x, _, _ = linear
     # float64 values that float32 cannot hold: a round trip would show.
     x64 = x.astype(np.float64) + 1e-10
-    with _float64():
+    with float64_scope():
         out = lbfgs(_unreachable, x64, np.ones(8, "int32"), targeted=True,
                     binary_search_steps=2, steps=5)
         assert keras.backend.standardize_dtype(out.dtype) == "float64"
-        np.testing.assert_array_equal(_np(out), x64)
+        np.testing.assert_array_equal(to_numpy(out), x64)
 
 
 def test_already_adversarial_input_is_returned(linear):
     model, x, pred, _ = linear
-    out = _np(lbfgs(model, x, 1 - pred, binary_search_steps=2, steps=5))
+    out = to_numpy(lbfgs(model, x, 1 - pred, binary_search_steps=2, steps=5))
     np.testing.assert_array_equal(out, x)
 
 
 def test_eps_projects_onto_l2_ball(linear):
     model, x, pred, dist = linear
-    x_adv = _np(lbfgs(model, x, pred, eps=0.1, binary_search_steps=3,
+    x_adv = to_numpy(lbfgs(model, x, pred, eps=0.1, binary_search_steps=3,
                       steps=20))
     assert np.all(_l2(x_adv, x) <= 0.1 + 1e-5)
     assert np.all(_l2(x_adv, x) > 0.0)
@@ -151,23 +138,23 @@ def test_box_binds(linear):
                  0.98).astype("float32").repeat(4, 0)
     x[1:] = np.clip(x[1:] + np.linspace(-0.1, 0.1, 3)[:, None, None, None],
                     0, 1)
-    pred = np.argmax(_np(model(x)), -1)
-    x_adv = _np(lbfgs(model, x, None, binary_search_steps=4, steps=30))
+    pred = np.argmax(to_numpy(model(x)), -1)
+    x_adv = to_numpy(lbfgs(model, x, None, binary_search_steps=4, steps=30))
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
-    assert np.all(np.argmax(_np(model(x_adv)), -1) != pred)
+    assert np.all(np.argmax(to_numpy(model(x_adv)), -1) != pred)
     # The bounds are active: some pixels sit exactly on them.
     assert np.all(np.any((x_adv == 0.0) | (x_adv == 1.0), axis=(1, 2, 3)))
 
 
 def test_input_not_mutated_and_dtype_kept(linear):
     model, x, pred, _ = linear
-    with _float64():
+    with float64_scope():
         x64 = ops.convert_to_tensor(x, "float64")
-        before = _np(x64).copy()
+        before = to_numpy(x64).copy()
         out = lbfgs(model, x64, pred, binary_search_steps=2, steps=10)
         assert keras.backend.standardize_dtype(out.dtype) == "float64"
         assert out.shape == x64.shape
-        np.testing.assert_array_equal(_np(x64), before)
+        np.testing.assert_array_equal(to_numpy(x64), before)
     xs = x.copy()
     lbfgs(model, xs, None, binary_search_steps=2, steps=10)
     np.testing.assert_array_equal(xs, x)

@@ -2,7 +2,6 @@
 model, L0 budget, never worse than x, elitism of the DE, reproducibility,
 a CNN trained on real Fashion-MNIST, and the API contract."""
 
-import contextlib
 
 import keras
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 from keras import ops
 
 from attacks.one_pixel import _distinct_others, one_pixel
+from tests.attacks.linear_model import float64_scope, to_numpy
 
 # The toy model's only sensitive input: pixel (3, 5), channel 2.
 ROW, COL, CH = 3, 5, 2
@@ -22,19 +22,6 @@ def _toy(x):
     v = ops.cast(x, "float32")[:, ROW, COL, CH]
     return ops.stack([ops.zeros_like(v), 10.0 * (v - 0.8),
                       10.0 * (0.2 - v)], -1)
-
-
-def _np(t):
-    return ops.convert_to_numpy(t)
-
-
-def _float64():
-    """A context in which float64 tensors exist: under JAX they need
-    `jax_enable_x64` (TensorFlow always has them)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
 
 
 def _changed_locations(x_adv, x):
@@ -51,8 +38,8 @@ def grey():
 
 def test_finds_the_one_vulnerable_pixel(grey):
     y = np.zeros(4, "int32")
-    x_adv = _np(one_pixel(_toy, grey, y, popsize=20, steps=30, seed=0))
-    assert np.all(np.argmax(_np(_toy(x_adv)), -1) != 0)
+    x_adv = to_numpy(one_pixel(_toy, grey, y, popsize=20, steps=30, seed=0))
+    assert np.all(np.argmax(to_numpy(_toy(x_adv)), -1) != 0)
     # Exactly the vulnerable location changed, nothing else.
     diff = np.argwhere(np.any(x_adv != grey, axis=-1))
     np.testing.assert_array_equal(diff[:, 1:], [[ROW, COL]] * 4)
@@ -62,24 +49,24 @@ def test_finds_the_one_vulnerable_pixel(grey):
 @pytest.mark.parametrize("target", [1, 2])
 def test_targeted_reaches_each_side(grey, target):
     t = np.full(4, target, "int32")
-    x_adv = _np(one_pixel(_toy, grey, t, targeted=True, popsize=20,
+    x_adv = to_numpy(one_pixel(_toy, grey, t, targeted=True, popsize=20,
                           steps=30, seed=1))
-    np.testing.assert_array_equal(np.argmax(_np(_toy(x_adv)), -1), t)
+    np.testing.assert_array_equal(np.argmax(to_numpy(_toy(x_adv)), -1), t)
     assert np.all(_changed_locations(x_adv, grey) == 1)
 
 
 def test_success_early_stop(grey):
     y = np.zeros(4, "int32")
-    x_adv = _np(one_pixel(_toy, grey, y, popsize=20, steps=30, seed=0,
+    x_adv = to_numpy(one_pixel(_toy, grey, y, popsize=20, steps=30, seed=0,
                           early_stop="success"))
-    assert np.all(np.argmax(_np(_toy(x_adv)), -1) != 0)
+    assert np.all(np.argmax(to_numpy(_toy(x_adv)), -1) != 0)
 
 
 def test_seed_reproducible_and_pixels_budget(grey):
     y = np.zeros(4, "int32")
     kw = dict(pixels=2, popsize=8, steps=3, early_stop="none")
-    a = _np(one_pixel(_toy, grey, y, seed=3, **kw))
-    b = _np(one_pixel(_toy, grey, y, seed=3, **kw))
+    a = to_numpy(one_pixel(_toy, grey, y, seed=3, **kw))
+    b = to_numpy(one_pixel(_toy, grey, y, seed=3, **kw))
     np.testing.assert_array_equal(a, b)
     assert np.all(_changed_locations(a, grey) <= 2)
 
@@ -87,22 +74,22 @@ def test_seed_reproducible_and_pixels_budget(grey):
 def test_already_misclassified_returned_unchanged(grey):
     x = grey.copy()
     x[1, ROW, COL, CH] = 0.95  # class 1 already
-    x_adv = _np(one_pixel(_toy, x, np.zeros(4, "int32"), popsize=8,
+    x_adv = to_numpy(one_pixel(_toy, x, np.zeros(4, "int32"), popsize=8,
                           steps=2, seed=0))
     np.testing.assert_array_equal(x_adv[1], x[1])
 
 
 def test_dtype_kept_and_input_not_mutated(grey):
-    with _float64():
+    with float64_scope():
         x64 = ops.convert_to_tensor(grey.astype(np.float64) + 1e-10)
-        before = _np(x64).copy()
+        before = to_numpy(x64).copy()
         assert before.dtype == np.float64
         out = one_pixel(_toy, x64, None, popsize=8, steps=2, seed=0)
         assert keras.backend.standardize_dtype(out.dtype) == "float64"
         assert out.shape == x64.shape
-        np.testing.assert_array_equal(_np(x64), before)
+        np.testing.assert_array_equal(to_numpy(x64), before)
         # Unchanged pixels are x's float64 values, not a float32 round trip.
-        assert np.all(_changed_locations(_np(out), before) <= 1)
+        assert np.all(_changed_locations(to_numpy(out), before) <= 1)
     xs = grey.copy()
     one_pixel(_toy, xs, None, popsize=8, steps=2, seed=0)
     np.testing.assert_array_equal(xs, grey)
@@ -119,18 +106,18 @@ def test_distinct_donors():
 def cnn(fmnist_cnn, fmnist_test):
     model = keras.saving.load_model(fmnist_cnn)
     x, y = fmnist_test[0][:40], fmnist_test[1][:40]
-    keep = np.argmax(_np(model(x, training=False)), -1) == y
+    keep = np.argmax(to_numpy(model(x, training=False)), -1) == y
     return model, x[keep][:20], y[keep][:20]
 
 
 def _true_prob(model, x, y):
-    p = _np(ops.softmax(model(x, training=False)))
+    p = to_numpy(ops.softmax(model(x, training=False)))
     return p[np.arange(len(y)), y], p.argmax(-1)
 
 
 def test_cnn_three_pixels(cnn):
     model, x, y = cnn
-    x_adv = _np(one_pixel(model, x, y, pixels=3, popsize=50, steps=10,
+    x_adv = to_numpy(one_pixel(model, x, y, pixels=3, popsize=50, steps=10,
                           seed=0))
     p0, _ = _true_prob(model, x, y)
     p1, pred = _true_prob(model, x_adv, y)
@@ -151,8 +138,8 @@ def test_more_generations_never_worse(cnn):
     # elitist per member, so the best fitness can only improve.
     model, x, y = cnn
     kw = dict(pixels=1, popsize=20, early_stop="none", seed=5)
-    short = _np(one_pixel(model, x[:8], y[:8], steps=1, **kw))
-    long = _np(one_pixel(model, x[:8], y[:8], steps=6, **kw))
+    short = to_numpy(one_pixel(model, x[:8], y[:8], steps=1, **kw))
+    long = to_numpy(one_pixel(model, x[:8], y[:8], steps=6, **kw))
     p_short, _ = _true_prob(model, short, y[:8])
     p_long, _ = _true_prob(model, long, y[:8])
     assert np.all(p_long <= p_short + 1e-5)

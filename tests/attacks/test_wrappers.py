@@ -12,6 +12,7 @@ from attacks.pgd import pgd
 from core import backends
 from layers import BitDepthReduction, RandomResizePad, ThermometerEncoding
 from layers import StochasticActivationPruning
+from tests.attacks.linear_model import to_numpy
 
 SHAPE = (2, 4, 4, 1)
 CLASSES = 3
@@ -39,10 +40,6 @@ def _grad(objective, x):
             raise
         return None
     return ops.convert_to_numpy(g)
-
-
-def _np(t):
-    return ops.convert_to_numpy(t)
 
 
 class RandomLinear:
@@ -89,8 +86,8 @@ def test_eot_equals_mean_of_explicit_draws_and_gradients():
         return ops.sum(out * c), out
 
     _, out, grad = backends.value_and_grad(objective, x)
-    out, grad = _np(out), _np(grad)
-    draws = [_np(ref(x)) for _ in range(5)]
+    out, grad = to_numpy(out), to_numpy(grad)
+    draws = [to_numpy(ref(x)) for _ in range(5)]
     np.testing.assert_allclose(out, np.mean(draws, 0), atol=1e-6)
     assert fake.calls == 5
     w_mean = np.mean([ref.weight(k) for k in range(5)], 0)
@@ -100,9 +97,9 @@ def test_eot_equals_mean_of_explicit_draws_and_gradients():
 
 def test_eot_batched_tiles_sample_major():
     x = _x()
-    out = _np(eot(PerRowNoise(), samples=4, batched=True)(x))
+    out = to_numpy(eot(PerRowNoise(), samples=4, batched=True)(x))
     noise = _normal((4 * SHAPE[0], CLASSES), (3, 4))
-    expected = (np.reshape(_np(x), (-1, 16)) @ PerRowNoise.w
+    expected = (np.reshape(to_numpy(x), (-1, 16)) @ PerRowNoise.w
                 + np.mean(np.reshape(noise, (4, SHAPE[0], CLASSES)), 0))
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
@@ -110,8 +107,8 @@ def test_eot_batched_tiles_sample_major():
 @pytest.mark.parametrize("batched", [False, True])
 def test_eot_of_deterministic_model_is_the_model(batched):
     model, x = _classifier(), _x()
-    np.testing.assert_allclose(_np(eot(model, 3, batched=batched)(x)),
-                               _np(model(x, training=False)), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(eot(model, 3, batched=batched)(x)),
+                               to_numpy(model(x, training=False)), atol=1e-6)
 
 
 @pytest.mark.parametrize("samples", [0, -1, 1.5, True, "2"])
@@ -162,9 +159,9 @@ def test_eot_gradient_on_random_resize_pad_reduces_variance():
 def test_pgd_composes_with_eot_and_keeps_bound():
     model, x = _rrp_model(), _x(2, (2, 8, 8, 1))
     eps = 0.1
-    x_adv = _np(pgd(eot(model, 4), x, np.array([0, 1], "int32"), eps=eps,
+    x_adv = to_numpy(pgd(eot(model, 4), x, np.array([0, 1], "int32"), eps=eps,
                     step_size=0.05, steps=3, seed=0))
-    delta = np.abs(x_adv - _np(x))
+    delta = np.abs(x_adv - to_numpy(x))
     assert delta.max() <= eps + 1e-6 and delta.max() > 0
     assert x_adv.min() >= 0 and x_adv.max() <= 1
 
@@ -173,10 +170,10 @@ def test_pgd_composes_with_eot_and_keeps_bound():
 def test_bpda_forward_is_bit_exact():
     x = _x(3, (2, 5, 5, 3))
     bdr = BitDepthReduction(bits=3)
-    assert np.array_equal(_np(bpda(bdr)(x)), _np(bdr(x)))
+    assert np.array_equal(to_numpy(bpda(bdr)(x)), to_numpy(bdr(x)))
     therm = ThermometerEncoding(levels=8)
     out = bpda(therm, therm.soft_encode)(x)
-    assert np.array_equal(_np(out), _np(therm.hard_encode(x)))
+    assert np.array_equal(to_numpy(out), to_numpy(therm.hard_encode(x)))
 
 
 def test_bpda_identity_gradient_through_rounding():
@@ -210,5 +207,5 @@ def test_pgd_through_bpda_moves_x_where_plain_gradient_is_zero():
     enc = bpda(bdr)
     x_adv = pgd(lambda v: clf(enc(v), training=False), x, y, eps=0.2,
                 step_size=0.1, steps=2, rand_init=False)
-    delta = np.abs(_np(x_adv) - _np(x))
+    delta = np.abs(to_numpy(x_adv) - to_numpy(x))
     assert delta.max() > 0 and delta.max() <= 0.2 + 1e-6
