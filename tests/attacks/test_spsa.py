@@ -14,6 +14,7 @@ from keras import ops
 from attacks.pgd import pgd
 from attacks.spsa import spsa, spsa_gradient
 from tests.attacks.linear_model import LinearSoftmax
+from tests.attacks.query_counting import tf_counting
 
 spsa_module = importlib.import_module("attacks.spsa")
 
@@ -151,23 +152,6 @@ def test_x_outside_box_targeted_without_y_and_registered():
     assert ATTACKS.get("spsa") is spsa
 
 
-def _tf_counting(fn):
-    """`fn` wrapped to count the images the attack queries (a tf.Variable:
-    traced calls count too)."""
-    import tensorflow as tf
-
-    class Counting:
-        def __init__(self):
-            self.images = tf.Variable(0, dtype=tf.int64)
-
-        @tf.autograph.experimental.do_not_convert
-        def __call__(self, x):
-            self.images.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
-            return fn(x)
-
-    return Counting()
-
-
 def _constant(x):
     """Logits independent of x: argmax is always class 2."""
     return ops.tile(ops.convert_to_tensor([[0.0, 1.0, 3.0]]),
@@ -177,7 +161,7 @@ def _constant(x):
 @pytest.mark.tensorflow_only
 def test_queries_per_step_and_early_stop():
     x, _ = _inputs(6)
-    model = _tf_counting(_constant)
+    model = tf_counting(_constant)
     kw = dict(eps=0.1, steps=4, samples=8, seed=0)
     # Hopeless (label 2 is always predicted): samples + 1 per step.
     spsa(model, x, np.full(6, 2, np.int32), **kw)

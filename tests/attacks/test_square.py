@@ -14,6 +14,7 @@ from keras import ops
 from attacks.pgd import pgd
 from attacks.square import square
 from tests.attacks.linear_model import LinearSoftmax
+from tests.attacks.query_counting import tf_counting
 
 square_module = importlib.import_module("attacks.square")
 
@@ -165,23 +166,6 @@ def test_meta_pattern_matches_equation_5(h):
     assert abs(np.linalg.norm(eta) - 1.0) < 1e-6
 
 
-def _tf_counting(fn):
-    """`fn` wrapped to count the images the attack queries (a tf.Variable:
-    traced calls count too)."""
-    import tensorflow as tf
-
-    class Counting:
-        def __init__(self):
-            self.images = tf.Variable(0, dtype=tf.int64)
-
-        @tf.autograph.experimental.do_not_convert
-        def __call__(self, x):
-            self.images.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
-            return fn(x)
-
-    return Counting()
-
-
 def _constant(x):
     """Logits independent of x: argmax is always class 2."""
     return ops.tile(ops.convert_to_tensor([[0.0, 1.0, 3.0]]),
@@ -191,7 +175,7 @@ def _constant(x):
 @pytest.mark.tensorflow_only
 def test_only_examples_not_yet_adversarial_are_queried():
     x, _ = _inputs(6)
-    model = _tf_counting(_constant)
+    model = tf_counting(_constant)
     # Hopeless (label 2 is always predicted): every query is spent.
     square(model, x, np.full(6, 2, np.int32), eps=0.1, steps=7, seed=0)
     assert int(model.images.numpy()) == 6 * 7
