@@ -25,10 +25,13 @@ import math  # noqa: E402
 import pathlib  # noqa: E402
 import time  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import recipes  # noqa: E402
+from core import cli, paths  # noqa: E402
+from core.errors import UserError  # noqa: E402
+from recipes import ranges  # noqa: E402
 from training import distribute, run_flags  # noqa: E402
 
 _RECIPE = config_flags.DEFINE_config_file(
@@ -46,11 +49,17 @@ _FREEZE = flags.DEFINE_list(
     "(e.g. stem,stage2). Sets init.freeze.")
 
 
+_TRUST = flags.DEFINE_string(
+    "trust_sha256", None, "With --init_checkpoint NAME: the SHA-256 you "
+    "checked of a cached checkpoint file that robust-recipes did not "
+    "download itself (the registry lists no hash for it).")
+
+
 def expand_recipe_name(argv: list[str]) -> list[str]:
     """Rewrites `--recipe=NAME[:ARG]` into the path of `recipes/NAME.py`.
 
     Raises:
-        SystemExit: unknown recipe name, with the list of recipes.
+        UserError: unknown recipe name, with the list of recipes.
     """
     out = []
     for a in argv:
@@ -60,7 +69,7 @@ def expand_recipe_name(argv: list[str]) -> list[str]:
             try:
                 a = f"--recipe={recipes.recipe_path(name)}{sep}{arg}"
             except KeyError as e:
-                sys.exit(f"error: {e.args[0]}")
+                raise UserError(f"--recipe={name}: {e.args[0]}") from None
         out.append(a)
     return out
 
@@ -73,20 +82,72 @@ def prepare_workdir(workdir: pathlib.Path, config_json: str,
     fails to build leaves no `config.json` behind to block its fix).
 
     Raises:
-        ValueError: the run there finished (`model.keras` exists) or was
-            started with a different config.
+        UserError: the workdir is a file or not writable, the run there
+            finished (`model.keras` exists) or was started with a different
+            config.
     """
+    paths.check_output_dir(workdir, "--workdir")
     if (workdir / "model.keras").exists():
-        raise ValueError(f"{workdir} holds a finished run (model.keras); "
-                         "choose a fresh --workdir")
+        raise UserError(f"--workdir={workdir} holds a finished run "
+                        "(model.keras); choose a fresh --workdir")
     saved = workdir / "config.json"
     if saved.exists() and saved.read_text() != config_json:
-        raise ValueError(f"{workdir} holds a run with a different config "
-                         f"({saved}); rerun with that config to resume, or "
-                         "choose a fresh --workdir")
+        raise UserError(f"--workdir={workdir} holds a run with a different "
+                        f"config ({saved}); rerun with that config to "
+                        "resume, or choose a fresh --workdir")
     if write:
         workdir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(config_json)
+        if not saved.exists():
+            from core import atomic_write
+
+            atomic_write.write_text(saved, config_json)
+
+
+def check_recipe(cfg) -> None:
+    """Checks every field of the resolved recipe before any work: the
+    ranges of `recipes.ranges`, then the names that registries hold (model,
+    dataset, method, attacks).
+
+    Raises:
+        UserError: the first bad field, its value and the accepted ones.
+    """
+    try:
+        ranges.check_config(cfg)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    import data
+
+    try:
+        info = data.get_info(cfg.data.name)
+    except ValueError as e:
+        raise UserError(f"recipe field data.name: {e}") from None
+    if cfg.data.channels not in (None, info.image_shape[-1], 3):
+        raise UserError(f"recipe field data.channels={cfg.data.channels!r} "
+                        f"is not accepted for {cfg.data.name}; expected "
+                        f"None, {info.image_shape[-1]} or 3")
+    import attacks
+    import models
+    import training
+
+    if not cfg.init.checkpoint and cfg.model.name not in models.list_models():
+        raise UserError(f"recipe field model.name={cfg.model.name!r} is not "
+                        f"accepted; expected one of {models.list_models()}")
+    if cfg.train.method not in training.list_methods():
+        raise UserError(f"recipe field train.method={cfg.train.method!r} is "
+                        f"not accepted; expected one of "
+                        f"{training.list_methods()}")
+    for where in ranges.ATTACK_SECTIONS:
+        node = cfg
+        for key in where.split("."):
+            node = node.get(key) if node is not None else None
+        if node is None:
+            continue
+        kwargs = {k: v for k, v in node.to_dict().items()
+                  if k not in ("target", "prob_start_from_clean")}
+        try:
+            attacks.from_config(kwargs)
+        except (KeyError, TypeError) as e:
+            raise UserError(f"recipe field {where}: {e.args[0]}") from None
 
 
 def main(argv):
@@ -97,10 +158,18 @@ def main(argv):
     if _FREEZE.value:
         cfg.init.freeze = tuple(_FREEZE.value)
     if cfg.init.freeze and not cfg.init.checkpoint:
-        raise app.UsageError("--freeze needs --init_checkpoint")
+        raise UserError("--freeze needs --init_checkpoint")
+    workdir = pathlib.Path(_WORKDIR.value)
+    paths.check_output_dir(workdir, "--workdir")
+    check_recipe(cfg)
+    config_json = cfg.to_json_best_effort(indent=2, sort_keys=True)
+    prepare_workdir(workdir, config_json, write=False)
     # The strategy comes first: MultiWorkerMirroredStrategy must be created
     # before any other TensorFlow op runs.
-    strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
+    try:
+        strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
+    except ValueError as e:
+        raise UserError(f"--strategy={_STRATEGY.value}: {e}") from None
 
     import keras
 
@@ -108,20 +177,17 @@ def main(argv):
 
     # ---------------------------------------------------------------- setup
     logging.info("recipe:\n%s", cfg)
-    workdir = pathlib.Path(_WORKDIR.value)
     if not distribute.is_chief(strategy):  # non-chief workers write apart
         workdir = workdir / "workers" / distribute.worker_id(strategy)
-    config_json = cfg.to_json_best_effort(indent=2, sort_keys=True)
-    prepare_workdir(workdir, config_json, write=False)
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.runtime.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     replicas = strategy.num_replicas_in_sync
     batch = cfg.data.global_batch_size
     if batch % replicas:
-        raise ValueError(f"data.global_batch_size={batch} is not divisible "
-                         f"by the {replicas} replicas of --strategy="
-                         f"{_STRATEGY.value}")
+        raise UserError(f"recipe field data.global_batch_size={batch} is not "
+                        f"divisible by the {replicas} replicas of "
+                        f"--strategy={_STRATEGY.value}")
 
     # ----------------------------------------------------------------- data
     info = data.get_info(cfg.data.name)
@@ -129,13 +195,20 @@ def main(argv):
                   channels=cfg.data.channels)
     num_train = cfg.data.num_train_examples or info.num_train
     steps_per_epoch = cfg.train.steps_per_epoch or num_train // batch
-    ds_train = data.get_backend_dataset(
-        cfg.data.name, "train", batch_size=batch, shuffle=True,
-        augment=cfg.data.augment, seed=cfg.train.seed, drop_remainder=True,
-        repeat=True, num_examples=cfg.data.num_train_examples, **common)
-    ds_eval = data.get_backend_dataset(
-        cfg.data.name, "test", batch_size=batch, drop_remainder=True,
-        num_examples=cfg.data.num_eval_examples, **common)
+    if steps_per_epoch < 1:
+        raise UserError(f"recipe field data.global_batch_size={batch} is "
+                        f"larger than the {num_train} training examples")
+    try:
+        ds_train = data.get_backend_dataset(
+            cfg.data.name, "train", batch_size=batch, shuffle=True,
+            augment=cfg.data.augment, seed=cfg.train.seed,
+            drop_remainder=True, repeat=True,
+            num_examples=cfg.data.num_train_examples, **common)
+        ds_eval = data.get_backend_dataset(
+            cfg.data.name, "test", batch_size=batch, drop_remainder=True,
+            num_examples=cfg.data.num_eval_examples, **common)
+    except (FileNotFoundError, data.DatasetNotFoundError) as e:
+        raise UserError(f"recipe data section: {e}") from None
 
     # ----------------------------------------------------------- stage(s)
     # Defensive distillation trains a teacher first, in <workdir>/teacher
@@ -144,8 +217,11 @@ def main(argv):
     if cfg.train.method == "distillation":
         teacher_dir = workdir / "teacher"
         if (teacher_dir / "model.keras").exists():
+            import checkpoints
+
             with strategy.scope():
-                teacher = keras.saving.load_model(teacher_dir / "model.keras")
+                teacher = checkpoints.load_model_file(
+                    teacher_dir / "model.keras")
         else:
             prepare_workdir(teacher_dir, config_json, write=False)
             teacher = fit_stage(cfg, teacher_dir, config_json, strategy,
@@ -156,22 +232,16 @@ def main(argv):
     print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
 
 
-def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
-              steps_per_epoch, teacher):
-    """Builds, trains and saves one network in `workdir` (which receives
-    `config_json` once the model is built); returns it."""
-    import keras
+def build_network(cfg, strategy, x_spec, info):
+    """The network to train: the recipe's model, or `--init_checkpoint`'s
+    adapted to the data.
 
+    Raises:
+        UserError: a bad model section or checkpoint.
+    """
     import checkpoints
-    import data
     import models
-    import training
-    from training import optimization
-    from training.callbacks import build_callbacks
-    from training.catastrophic_overfitting import CatastrophicOverfittingStop
 
-    # ---------------------------------------------------------------- model
-    x_spec = ds_train.element_spec[0]
     channels = x_spec.shape[-1]
     stats = {k: tuple(v) * (channels // len(v)) for k, v in
              (("mean", info.mean), ("std", info.std))}
@@ -179,16 +249,61 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
         if cfg.init.checkpoint:  # fine-tuning: the checkpoint's network
             logging.info("init from %s (recipe model %r not used)",
                          cfg.init.checkpoint, cfg.model.name)
-            net = checkpoints.adapt(
-                checkpoints.load(cfg.init.checkpoint,
-                                 input_shape=tuple(x_spec.shape[1:])),
-                input_shape=x_spec.shape[1:], num_classes=info.num_classes,
-                freeze=cfg.init.freeze)
-        else:
-            net = models.create_model(
+            net = checkpoints.load(cfg.init.checkpoint,
+                                   input_shape=tuple(x_spec.shape[1:]),
+                                   trust_sha256=_TRUST.value)
+            return checkpoints.adapt(
+                net, input_shape=x_spec.shape[1:],
+                num_classes=info.num_classes, freeze=cfg.init.freeze)
+        try:
+            return models.create_model(
                 cfg.model.name, num_classes=info.num_classes,
                 input_shape=tuple(x_spec.shape[1:]),
                 **{**stats, **cfg.model.kwargs.to_dict()})
+        except (TypeError, ValueError) as e:
+            raise UserError(f"recipe model section (model.name="
+                            f"{cfg.model.name!r}, model.kwargs="
+                            f"{cfg.model.kwargs.to_dict()}): {e}") from None
+
+
+def _fit_phases(state, epochs, steps_per_epoch):
+    """`(initial_epoch, epochs, steps_per_epoch, batches_to_skip)` of the
+    `fit` calls that finish a run from `state` (module training.resume)."""
+    if state is None:
+        return [(0, epochs, steps_per_epoch, 0)]
+    phases = []
+    epoch = state.epoch
+    if state.step:
+        phases.append((epoch, epoch + 1, steps_per_epoch - state.step,
+                       state.global_step))
+        epoch += 1
+    phases.append((epoch, epochs, steps_per_epoch, epoch * steps_per_epoch))
+    return [p for p in phases if p[0] < p[1]]
+
+
+def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
+              steps_per_epoch, teacher):
+    """Builds, trains and saves one network in `workdir` (which receives
+    `config_json` once the model is built), resuming from its backup;
+    returns it.
+
+    Raises:
+        UserError: training diverged (no model.keras is written).
+        SystemExit(130): stopped by Ctrl-C, after saving the resume state.
+    """
+    import keras
+
+    import data
+    import training
+    from core import atomic_write
+    from training import optimization, resume
+    from training.callbacks import build_callbacks, weights_finite
+    from training.catastrophic_overfitting import CatastrophicOverfittingStop
+
+    # ---------------------------------------------------------------- model
+    x_spec = ds_train.element_spec[0]
+    net = build_network(cfg, strategy, x_spec, info)
+    with strategy.scope():
         model, loss, metrics = training.build_trainer(cfg, net, teacher)
         model.build(x_spec.shape)
         model.compile(
@@ -196,10 +311,21 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
                 cfg.optimizer, cfg.schedule, steps_per_epoch, cfg.train.epochs),
             loss=loss, metrics=metrics, jit_compile=cfg.runtime.jit_compile)
     net.summary(print_fn=logging.info)
+    try:
+        state = resume.read_state(workdir / "backup")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if state is not None:
+        with strategy.scope():
+            resume.restore(model, workdir / "backup", state)
+        print(f"resuming {workdir} at epoch {state.epoch} step {state.step} "
+              f"(step {state.global_step} of the run)", flush=True)
     prepare_workdir(workdir, config_json)
 
     # ------------------------------------------------------------------ fit
-    callbacks = build_callbacks(workdir, cfg.train.backup_every_steps)
+    callbacks = build_callbacks(workdir, cfg.train.backup_every_steps,
+                                steps_per_epoch, state, cfg.train.max_loss)
+    diverge, backup = callbacks[0], callbacks[1]
     overfit = None
     if cfg.train.overfit_check is not None:  # Wong et al. 2020 early stop
         check = cfg.train.overfit_check
@@ -213,30 +339,90 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
             check.max_drop)
         callbacks.insert(0, overfit)  # restores weights before checkpoints
     start = time.time()
-    history = model.fit(
-        ds_train, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=ds_eval, shuffle=False, callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2)
+    logs = {}
+    with _save_on_interrupt(backup):
+        for first, last, steps, skip in _fit_phases(
+                state, cfg.train.epochs, steps_per_epoch):
+            history = model.fit(
+                ds_train.skip(skip) if skip else ds_train, epochs=last,
+                initial_epoch=first, steps_per_epoch=steps,
+                validation_data=ds_eval, shuffle=False, callbacks=callbacks,
+                verbose=1 if sys.stdout.isatty() else 2)
+            logs = {k: v[-1] for k, v in history.history.items() if v}
+            if model.stop_training:
+                break
+    if backup.save_requested:
+        saved = backup.saved
+        where = (f"epoch {saved.epoch} step {saved.step}" if saved else
+                 "its last backup")
+        print(f"interrupted: saved the state at {where} in "
+              f"{workdir / 'backup'}; resume with the same command: "
+              f"{' '.join(sys.argv)}", file=sys.stderr, flush=True)
+        sys.exit(cli.INTERRUPT_EXIT)
 
     # ----------------------------------------------------------------- save
-    last = {k: v[-1] for k, v in history.history.items() if v}
     stopped_early = overfit is not None and overfit.stopped_epoch is not None
-    if ((model.stop_training and not stopped_early)
-            or not all(map(math.isfinite, last.values()))):
-        raise FloatingPointError(
-            f"training stopped on a non-finite loss ({last}); the last good "
-            f"state is in {workdir / 'checkpoints'} and {workdir / 'backup'}")
-    net.save(workdir / "model.keras")
-    (workdir / "train_summary.json").write_text(json.dumps(
+    bad = diverge.diverged or not all(
+        math.isfinite(float(v)) for v in logs.values())
+    if bad or (model.stop_training and not stopped_early) or \
+            not weights_finite(net):
+        where = (f" at epoch {diverge.diverged[0]} step {diverge.diverged[1]}"
+                 f" (loss {diverge.diverged[2]:.4g} > train.max_loss="
+                 f"{cfg.train.max_loss:g} or not finite)"
+                 if diverge.diverged else f" (final logs {logs})")
+        raise UserError(
+            f"training diverged{where}; model.keras was not written, and "
+            f"the last good state stays in {workdir / 'backup'} and "
+            f"{workdir / 'checkpoints'}; lower optimizer.learning_rate")
+    with atomic_write.replacing(workdir / "model.keras",
+                                exclusive=True) as tmp:
+        net.save(tmp)
+    atomic_write.write_text(workdir / "train_summary.json", json.dumps(
         {"epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch,
          "replicas": strategy.num_replicas_in_sync,
+         "resumed_from": None if state is None else
+         {"epoch": state.epoch, "step": state.step},
          "fit_seconds": round(time.time() - start, 1),
          "stopped_early_epoch": overfit.stopped_epoch if overfit else None,
-         "final_logs": last}, indent=2))
+         "final_logs": logs}, indent=2))
     logging.info("saved %s", workdir / "model.keras")
     return net
 
+
+class _save_on_interrupt:
+    """Within it, the first Ctrl-C (SIGINT) asks `backup` to save the state
+    at the end of the current step and stop `fit`; a second one interrupts
+    at once."""
+
+    def __init__(self, backup):
+        self.backup = backup
+
+    def _handle(self, signum, frame):
+        import signal
+
+        del frame
+        print("\nCtrl-C: saving the state after this step (press again to "
+              "abort without saving)", file=sys.stderr, flush=True)
+        self.backup.request_save()
+        signal.signal(signum, self.previous)
+
+    def __enter__(self):
+        import signal
+
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
 if __name__ == "__main__":
     flags.mark_flags_as_required(["recipe", "workdir"])
-    sys.argv = expand_recipe_name(sys.argv)
-    app.run(main)
+    try:
+        sys.argv = expand_recipe_name(sys.argv)
+    except UserError as e:
+        cli.fail(str(e))
+    cli.run(main)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 
 import keras
@@ -65,6 +66,7 @@ class ArrayDataset(keras.utils.PyDataset):
             seed = np.random.SeedSequence().entropy
         self._seed = int(seed) % _SEED_MODULUS
         self._epoch = 0
+        self._offset = 0
         n = len(self._labels)
         size = options.batch_size
         self._per_epoch = n // size if options.drop_remainder \
@@ -106,8 +108,25 @@ class ArrayDataset(keras.utils.PyDataset):
         rng = np.random.default_rng([self._seed, int(epoch)])
         return rng.permutation(n)
 
+    def skip(self, count: int) -> "ArrayDataset":
+        """A repeated dataset that starts `count` batches later (what
+        `tf.data.Dataset.skip` does; train.py resumes mid-run with it).
+
+        Raises:
+            ValueError: a dataset without `options.repeat`, or `count < 0`.
+        """
+        if not self.options.repeat or count < 0:
+            raise ValueError("skip needs a repeated dataset and count >= 0; "
+                             f"got repeat={self.options.repeat}, "
+                             f"count={count}")
+        view = copy.copy(self)
+        view._offset = self._offset + int(count)
+        return view
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         index = int(index)
+        if index >= 0:
+            index += self._offset
         if index < 0 or self._per_epoch == 0 or (
                 not self.options.repeat and index >= self._per_epoch):
             raise IndexError(f"batch {index} of a dataset of "

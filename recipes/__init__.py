@@ -13,7 +13,7 @@ import pathlib
 import ml_collections
 
 _DIR = pathlib.Path(__file__).resolve().parent
-_NOT_RECIPES = {"__init__", "common"}
+_NOT_RECIPES = {"__init__", "common", "ranges"}
 
 
 def list_recipes() -> list[str]:

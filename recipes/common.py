@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
         "label_smoothing": 0.0,
         "seed": 0,
         "backup_every_steps": 100,
+        # A training loss above this stops the run as diverged (a finite
+        # but exploding loss never trips the NaN stop); see ranges.FIELDS.
+        "max_loss": 1e4,
         # Early stop on catastrophic overfitting (Wong et al. 2020): None,
         # or {"examples", "attack", "max_drop"}; see overfit_check().
         "overfit_check": None,

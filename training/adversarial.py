@@ -59,11 +59,13 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
             random point; needs an attack with `rand_init=True`).
         alpha: weight of the clean loss in [0, 1] (Goodfellow et al. 2015,
             Eq. 6); 0 trains on adversarial examples only.
-        rng_seed: int seed of the trainer's own random draws under JAX (its
+        rng_seed: int seed of the trainer's own random draws (its
             `keras.random.SeedGenerator`, which the attack and the random
             targets use inside the compiled step when the attack config
-            has no seed); unused under TensorFlow, whose stateful global
-            generator draws them.
+            has no seed); None derives it from the global seed
+            (`keras.utils.set_random_seed`). Its state is a variable of the
+            trainer, so `training.resume` saves and restores it and a
+            resumed run draws what an uninterrupted one would.
         **kwargs: passed to `keras.Model`.
 
     Call arguments:
@@ -90,12 +92,12 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
         super().__init__(**kwargs)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
-        # Inside jax.jit every random draw needs an explicit seed: the
-        # trainer owns one generator (part of its state, so it advances
-        # step after step). TensorFlow draws from its global generator.
+        # The trainer owns one generator (part of its state, so it advances
+        # step after step and a backup restores it): jax.jit needs an
+        # explicit seed for every draw, and an exact resume needs a state
+        # that TensorFlow's global stateful generator does not expose.
         self.rng_seed = rng_seed
-        self.seed_generator = (keras.random.SeedGenerator(rng_seed)
-                               if backends.BACKEND == "jax" else None)
+        self.seed_generator = keras.random.SeedGenerator(rng_seed)
         self.net = net
         self.attack = None if attack is None else dict(attack)
         self.alpha = float(alpha)

@@ -1,74 +1,119 @@
 """The Keras callbacks of a training run, laid out in its workdir:
 
-    <workdir>/backup/         BackupAndRestore state (a killed run resumes)
+    <workdir>/backup/         the resume state (`training.resume.Backup`)
     <workdir>/checkpoints/last.keras   last finite epoch's full model
     <workdir>/tensorboard/    TensorBoard logs
     <workdir>/log.csv         one row per epoch (appended on resume)
 
-A step with a NaN/inf loss stops training (`TerminateOnNaN`), and a state
-whose logs or weights are not finite is never written to `checkpoints/` or
-`backup/`, so both keep the last good state.
+`DivergenceStop` stops training at the first step whose loss is not
+finite or exceeds `max_loss` (a loss of 6e29 is finite, so Keras's
+`TerminateOnNaN` misses a run that has blown up); a state whose logs or
+weights are not finite is never written to `checkpoints/` or `backup/`, so
+both keep the last good state. Every file is written atomically
+(`core.atomic_write`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import pathlib
 
 import keras
 import numpy as np
 from absl import logging
 
-from core.keras_internals import GuardedBackupAndRestore
+from core import atomic_write
+from training.resume import Backup, ResumeState
 
 
-def _weights_finite(model) -> bool:
+def weights_finite(model: keras.Model) -> bool:
+    """Whether every weight of `model` (optimizer slots excluded) is
+    finite."""
     return all(np.isfinite(w).all() for w in model.get_weights())
 
 
-class _FiniteCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that skips an epoch ended by a NaN or whose weights
-    are not finite."""
+class DivergenceStop(keras.callbacks.Callback):
+    """Stops `fit` at the first step whose loss is NaN, infinite or above
+    `max_loss`, and records where (`diverged`: `(epoch, step, loss)`)."""
+
+    def __init__(self, max_loss: float = math.inf):
+        super().__init__()
+        self.max_loss = float(max_loss)
+        self.diverged: tuple[int, int, float] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        loss = float(loss)
+        if not math.isfinite(loss) or loss > self.max_loss:
+            self.diverged = (self._epoch, int(batch), loss)
+            logging.error("loss %g at epoch %d step %d (bound %g): "
+                          "stopping", loss, self._epoch, batch,
+                          self.max_loss)
+            self.model.stop_training = True
+
+
+class FiniteCheckpoint(keras.callbacks.Callback):
+    """Saves the full model to `path` at every epoch end, atomically, unless
+    training was stopped or a weight or log is not finite."""
+
+    def __init__(self, path: str | pathlib.Path):
+        super().__init__()
+        self.path = pathlib.Path(path)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.model.stop_training and _weights_finite(self.model):
+        logs_finite = all(math.isfinite(float(v)) for v in
+                          (logs or {}).values() if np.ndim(v) == 0)
+        if self.model.stop_training or not logs_finite or not \
+                weights_finite(self.model):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write.replacing(self.path) as tmp:
+            self.model.save(tmp)
+
+
+class EpochLog(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` (appending) that writes no row for an
+    epoch that `backup` stopped midway (Ctrl-C): the resumed run writes
+    that epoch's row once it ends."""
+
+    def __init__(self, filename: str | pathlib.Path, backup: Backup):
+        super().__init__(str(filename), append=True)
+        self.backup = backup
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.backup.stopped_mid_epoch:
             super().on_epoch_end(epoch, logs)
 
 
-class _FiniteBackup(GuardedBackupAndRestore):
-    """BackupAndRestore that never writes non-finite weights (a step's
-    logged loss is computed before its update, so the weights themselves
-    are checked, and only when a backup is due), and that also backs up at
-    every epoch end when it backs up every N steps, so a run killed between
-    epochs resumes at the next one (the hooks of `GuardedBackupAndRestore`;
-    tests/training/test_callbacks.py checks the behaviour)."""
-
-    def may_save(self):
-        return not self.model.stop_training and _weights_finite(self.model)
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if self.save_freq != "epoch":
-            self.save_now()
-
-
-def build_callbacks(workdir: pathlib.Path, backup_every_steps: int | None
+def build_callbacks(workdir: pathlib.Path, backup_every_steps: int | None,
+                    steps_per_epoch: int, start: ResumeState | None = None,
+                    max_loss: float = math.inf
                     ) -> list[keras.callbacks.Callback]:
-    """Callbacks for `fit()`: NaN stop, backup, checkpoint, CSV, TensorBoard.
+    """Callbacks for `fit()`: divergence stop, backup, checkpoint, CSV,
+    TensorBoard (in that order: a diverged step is never backed up).
 
     Args:
         workdir: the run's directory (this worker's, under multi-worker).
         backup_every_steps: back up every N steps as well as every epoch;
             None backs up at epoch ends only.
+        steps_per_epoch: steps of a full epoch.
+        start: the state this `fit` resumes from (None: a new run).
+        max_loss: a larger training loss stops the run as diverged.
     """
     workdir = pathlib.Path(workdir)
+    backup = Backup(workdir / "backup", backup_every_steps,
+                    steps_per_epoch, start)
     callbacks = [
-        keras.callbacks.TerminateOnNaN(),
-        _FiniteBackup(str(workdir / "backup"),
-                      save_freq=backup_every_steps or "epoch",
-                      double_checkpoint=True, delete_checkpoint=False),
-        _FiniteCheckpoint(str(workdir / "checkpoints" / "last.keras")),
-        keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True),
+        DivergenceStop(max_loss), backup,
+        FiniteCheckpoint(workdir / "checkpoints" / "last.keras"),
+        EpochLog(workdir / "log.csv", backup),
     ]
     if _tensorflow_installed():  # Keras writes TensorBoard logs with tf
         callbacks.append(keras.callbacks.TensorBoard(
