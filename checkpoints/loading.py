@@ -26,7 +26,9 @@ import keras
 
 from checkpoints import convert_tensorpack, keras_applications
 from checkpoints.download import fetch
+from checkpoints.model_file import load_model_file
 from checkpoints.published import CHECKPOINTS
+from core.errors import UserError
 
 
 def describe_forms() -> str:
@@ -39,7 +41,8 @@ def describe_forms() -> str:
 
 def load(name_or_path: str, *,
          input_shape: tuple[int, int, int] | None = None,
-         cache_dir: str | os.PathLike | None = None) -> keras.Model:
+         cache_dir: str | os.PathLike | None = None,
+         trust_sha256: str | None = None) -> keras.Model:
     """Loads a checkpoint as a Keras model under the project's contract.
 
     Args:
@@ -50,17 +53,25 @@ def load(name_or_path: str, *,
             files (see `checkpoints.fine_tune.adapt` to change it).
         cache_dir: download cache root (default `$KERAS_HOME` or
             `~/.keras`); only registered names download.
+        trust_sha256: for a registered name whose publisher gives no
+            SHA-256: the 64 hex digits of a file the user placed in the
+            cache and checked (`--trust_sha256`); see
+            `checkpoints.download.fetch`. Only for registered names.
 
     Returns:
         A `keras.Model`: float32 `(batch, H, W, C)` in [0, 1] -> float32
         logits `(batch, num_classes)`.
 
     Raises:
-        ValueError: a non-RGB `input_shape` for an RGB checkpoint (all but
-            `.keras` files); an unknown name or a missing path (the message lists
-            the accepted forms); a corrupt, truncated, hash-mismatched or
-            wrong-architecture file (from the converter and
-            `checkpoints.download.fetch`).
+        UserError: (a `ValueError`) a non-RGB `input_shape` for an RGB
+            checkpoint (all but `.keras` files); an unknown name or a
+            missing path (the message lists the accepted forms);
+            `trust_sha256` with anything but a registered name; an
+            unverifiable, hash-mismatched or undownloadable checkpoint
+            (`checkpoints.download.fetch`); a bad `.keras` file
+            (`checkpoints.model_file.load_model_file`).
+        ValueError: a corrupt or wrong-architecture `.npz` (from the
+            converter).
     """
     path = pathlib.Path(name_or_path)
     if name_or_path in CHECKPOINTS:
@@ -72,16 +83,16 @@ def load(name_or_path: str, *,
     else:
         what = ("no such file" if path.suffix in (".npz", ".keras")
                 else "not a registered checkpoint or a .npz/.keras path")
-        raise ValueError(f"checkpoint {name_or_path!r}: {what}; accepted: "
-                         f"{describe_forms()}")
+        raise UserError(f"checkpoint {name_or_path!r}: {what}; accepted: "
+                        f"{describe_forms()}")
+    if trust_sha256 is not None and kind != "registered":
+        raise UserError(f"--trust_sha256 applies to a registered checkpoint "
+                        f"{CHECKPOINTS.names()}; got it with "
+                        f"{name_or_path!r}")
     if kind == ".keras":
-        import layers  # noqa: F401  (registers the defense layers)
-        import models  # noqa: F401  (and the models' own layers)
-
-        model = keras.saving.load_model(path)
-        return getattr(model, "net", model)  # a saved trainer: its network
+        return load_model_file(path)  # checked; a saved trainer: its net
     if input_shape is not None and tuple(input_shape)[-1:] != (3,):
-        raise ValueError(
+        raise UserError(
             f"checkpoint {name_or_path!r} takes RGB images (3 channels); got "
             f"input_shape={tuple(input_shape)}; for grayscale data set the "
             "recipe's data.channels=3")
@@ -92,10 +103,10 @@ def load(name_or_path: str, *,
         return convert_tensorpack.convert(
             path, input_shape=tuple(input_shape or (224, 224, 3)))
     spec = CHECKPOINTS.get(name_or_path)
-    local = fetch(spec, cache_dir)
+    local = fetch(spec, cache_dir, trust_sha256=trust_sha256)
     shape = tuple(input_shape or (spec.input_size, spec.input_size, 3))
     if spec.converter == "keras":
-        return keras.saving.load_model(local)
+        return load_model_file(local)
     arch = {**dict(spec.model_kwargs), "num_classes": spec.num_classes}
     model = convert_tensorpack.build_model(arch, input_shape=shape)
     return convert_tensorpack.convert(local, model)

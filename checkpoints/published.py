@@ -11,7 +11,10 @@ Their zoo lists top-1 error / targeted success rate on the 50k ImageNet
 validation images; accuracies here are 100 - error. The attack: targeted
 L-inf PGD, one uniformly random wrong target per image, eps 16/255, step
 1/255 (1.6/255 for 10 iterations), random start. The publisher gives no
-SHA-256, so the first download records one (see `checkpoints.download`).
+SHA-256 (`sha256=None`): robust-recipes records the hash of its own first
+download and checks every later use against it; a file placed in the cache
+by hand is refused until the user checks it and passes its hash as
+`--trust_sha256` (see `checkpoints.download.fetch`).
 """
 
 from __future__ import annotations

@@ -55,6 +55,29 @@ def test_registered_name_downloads_checks_and_converts(registered, tmp_path):
     assert (tmp_path / "cache" / "robust_recipes" / "tiny.npz").exists()
 
 
+def test_trust_sha256_passes_through_for_a_placed_file(registered,
+                                                      tmp_path, monkeypatch):
+    """A publisher without a hash: a file the user put in the cache loads
+    only with its `trust_sha256`, which is then recorded."""
+    from core.errors import UserError
+
+    spec, _ = registered
+    monkeypatch.setitem(CHECKPOINTS._entries, NAME,
+                        dataclasses.replace(spec, sha256=None))
+    src = pathlib.Path(spec.url[len("file://"):])
+    cached = tmp_path / "cache" / "robust_recipes" / "tiny.npz"
+    cached.parent.mkdir(parents=True)
+    src.rename(cached)  # placed by hand; the URL now fails
+    with pytest.raises(UserError, match=f"--trust_sha256={spec.sha256}"):
+        checkpoints.load(NAME)
+    model = checkpoints.load(NAME, trust_sha256=spec.sha256)
+    assert model.output_shape == (None, 10)
+    record = cached.parent / "sha256_recorded.json"
+    assert json.loads(record.read_text()) == {NAME: spec.sha256}
+    with pytest.raises(UserError, match="applies to a registered"):
+        checkpoints.load(str(cached), trust_sha256=spec.sha256)
+
+
 def test_wrong_architecture_for_the_registry_entry(registered, monkeypatch):
     spec, _ = registered
     plain = dataclasses.replace(spec, model_kwargs={
