@@ -20,10 +20,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import json  # noqa: E402
 import pathlib  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
+from core import atomic_write, cli, paths  # noqa: E402
+from core.errors import UserError  # noqa: E402
+from recipes import ranges  # noqa: E402
 from training import distribute, run_flags  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", None, "A .keras model file.")
@@ -39,6 +43,7 @@ _IMAGE_SIZE = flags.DEFINE_integer(
     "the data to this size (default: the registry's input size, else 224).")
 _WORKDIR, _STRATEGY, _TPU = (run_flags.WORKDIR, run_flags.STRATEGY,
                              run_flags.TPU)
+_TRUST = run_flags.TRUST_SHA256
 _ATTACK = flags.DEFINE_string("attack", None, "Attack name (default: pgd).")
 _EPS = flags.DEFINE_float("eps", None, "Budget on the [0, 1] pixel scale.")
 _STEP_SIZE = flags.DEFINE_float("step_size", None, "Step size, [0, 1] scale.")
@@ -55,7 +60,7 @@ _BPDA = flags.DEFINE_bool(
     "(Athalye et al. 2018). Automatic for models with a non-differentiable "
     "defense layer; this flag forces it for any model.")
 _EOT = flags.DEFINE_integer(
-    "eot_samples", 20, "Draws averaged by EOT, in the attack's gradients and "
+    "eot_samples", 20, lower_bound=1, help= "Draws averaged by EOT, in the attack's gradients and "
     "in the prediction, for models with a randomized defense layer.")
 _NAIVE = flags.DEFINE_bool(
     "naive", False, "Attack a defended model as it is (no BPDA / EOT): a "
@@ -74,7 +79,7 @@ _TRANSFER_FROM = flags.DEFINE_list(
     "transfer_from", [], "Surrogate .keras models: the caad_blackbox "
     "suite's crafting models.")
 _SANITY = flags.DEFINE_integer(
-    "sanity_examples", 200, "Gradient-masking sanity checks (accuracy vs "
+    "sanity_examples", 200, lower_bound=0, help= "Gradient-masking sanity checks (accuracy vs "
     "eps and vs iterations, with PNG plots; white-box vs FGSM and Square; "
     "input gradients) on the first N test images; 0 skips them.")
 _TRANSFER_MATRIX = flags.DEFINE_bool(
@@ -91,7 +96,7 @@ _CAAD_INPUT = flags.DEFINE_string(
 _CAAD_OUTPUT = flags.DEFINE_string("caad_output", None,
                                    "CSV written by --caad_input_dir.")
 _LABEL_OFFSET = flags.DEFINE_integer(
-    "label_offset", 0, "Added to predicted labels in CAAD mode (1 for the "
+    "label_offset", 0, lower_bound=0, help= "Added to predicted labels in CAAD mode (1 for the "
     "1001-class Inception indexing).")
 
 
@@ -100,22 +105,86 @@ def _settings() -> tuple[dict, pathlib.Path | str, pathlib.Path]:
     report directory)."""
     given = [f for f in (_WORKDIR, _MODEL, _CHECKPOINT) if f.value]
     if len(given) != 1:
-        raise app.UsageError("give exactly one of --workdir, --model or "
+        raise UserError("give exactly one of --workdir, --model or "
                              "--checkpoint")
     if _CHECKPOINT.value:
         return (_checkpoint_config(_CHECKPOINT.value), _CHECKPOINT.value,
                 pathlib.Path("reports") / pathlib.Path(
                     _CHECKPOINT.value.replace(":", "_")).name)
     if _MODEL.value:
-        path = pathlib.Path(_MODEL.value)
-        cfg_path = path.parent / "config.json"
+        path = paths.check_input_file(_MODEL.value, "--model", (".keras",))
     else:
-        path = pathlib.Path(_WORKDIR.value) / "model.keras"
-        cfg_path = path.parent / "config.json"
+        workdir = paths.check_input_dir(_WORKDIR.value, "--workdir")
+        path = workdir / "model.keras"
+        if not path.exists():
+            raise UserError(f"--workdir={workdir} holds no model.keras (a "
+                            "run still training, or not a train.py "
+                            "workdir); train one with train.py")
+    return _read_config(path.parent / "config.json"), path, \
+        path.parent / "reports"
+
+
+def _read_config(path: pathlib.Path) -> dict:
+    """The recipe config train.py wrote beside a model ({} if none).
+
+    Raises:
+        UserError: the file is not a JSON object.
+    """
     if not path.exists():
-        raise app.UsageError(f"no model at {path}; train one with train.py")
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
-    return cfg, path, path.parent / "reports"
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); it should be the "
+                        "config.json that train.py wrote: restore it or "
+                        "move it away (then give --dataset and the attack "
+                        "flags)") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path} holds a {type(cfg).__name__}, not the "
+                        "recipe config (a JSON object) that train.py writes")
+    return cfg
+
+
+def _check_flags(report_dir: pathlib.Path) -> None:
+    """Checks the numeric flags against the ranges of the recipe fields
+    they stand for, and every output path, before any work.
+
+    Raises:
+        UserError: the first bad flag or path.
+    """
+    checks = (("--num_examples", _NUM.value, "eval.num_examples"),
+              ("--batch_size", _BATCH.value, "eval.batch_size"),
+              ("--image_size", _IMAGE_SIZE.value, "data.image_size"),
+              ("--seed", _SEED.value, "train.seed"))
+    for label, value, field in checks:
+        if value is not None:
+            try:
+                ranges.check_value(label, value, ranges.FIELDS[field])
+            except ValueError as e:
+                raise UserError(str(e)) from None
+    if _IMAGE_SIZE.value is not None and not _CHECKPOINT.value:
+        raise UserError(f"--image_size={_IMAGE_SIZE.value} applies to "
+                        "--checkpoint only; a .keras model keeps the input "
+                        "size it was trained at")
+    if _OUTPUT.value:
+        out = pathlib.Path(_OUTPUT.value)
+        if out.exists():
+            raise UserError(f"--output={out} exists; a report is never "
+                            "overwritten: choose another name")
+        paths.check_output_dir(out.parent, "--output's directory")
+    else:
+        paths.check_output_dir(report_dir, "the report directory")
+    for p in _TRANSFER_FROM.value:
+        paths.check_input_file(p, "--transfer_from", (".keras",))
+    if _CAAD_INPUT.value:
+        paths.check_input_dir(_CAAD_INPUT.value, "--caad_input_dir")
+        if not _CAAD_OUTPUT.value:
+            raise UserError("--caad_input_dir needs --caad_output=FILE.csv")
+        out = pathlib.Path(_CAAD_OUTPUT.value)
+        if out.exists():
+            raise UserError(f"--caad_output={out} exists; it is never "
+                            "overwritten: choose another name")
+        paths.check_output_dir(out.parent, "--caad_output's directory")
 
 
 def _checkpoint_config(name: str) -> dict:
@@ -152,18 +221,39 @@ def _attack_config(cfg: dict) -> dict:
                  "norm": _NORM.value, "restarts": _RESTARTS.value,
                  "targeted": _TARGETED.value, "loss": _LOSS.value}
     attack.update({k: v for k, v in overrides.items() if v is not None})
+    from_flags = {k for k, v in overrides.items() if v is not None}
+    try:
+        ranges.check_attack(attack, lambda k: f"--{k}" if k in from_flags
+                            else f"eval.attack.{k} (of config.json)")
+    except ValueError as e:
+        raise UserError(str(e)) from None
     missing = [k for k in ("eps", "step_size", "steps") if k not in attack]
     if missing and attack["name"] in ("pgd", "bim"):
-        raise app.UsageError(f"set {missing} with flags (no recipe config)")
+        raise UserError(f"set {missing} with flags (no recipe config)")
     missing = [k for k in _required_args(attack["name"]) if k not in attack]
     if missing:
-        raise app.UsageError(
+        raise UserError(
             f"attack {attack['name']!r} needs {missing}; set them with "
             + ", ".join(f"--{k}" for k in missing))
     attack["seed"] = _SEED.value
+    _check_attack(attack)
     if _BPDA.value:
         attack["bpda"] = True
     return attack
+
+
+def _check_attack(attack: dict) -> None:
+    """Checks the merged attack against the attack's own signature.
+
+    Raises:
+        UserError: an unknown attack or a key the attack does not take.
+    """
+    import attacks
+
+    try:
+        attacks.from_config(attack)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(str(e.args[0] if e.args else e)) from None
 
 
 def _steps_list() -> list[int] | None:
@@ -172,16 +262,16 @@ def _steps_list() -> list[int] | None:
     try:
         steps = [int(v) for v in _STEPS.value]
     except ValueError:
-        raise app.UsageError(f"--steps must be integers; got {_STEPS.value}")
+        raise UserError(f"--steps must be integers; got {_STEPS.value}")
     if not steps or min(steps) < 1:
-        raise app.UsageError(f"--steps must be >= 1; got {_STEPS.value}")
+        raise UserError(f"--steps must be >= 1; got {_STEPS.value}")
     return steps
 
 
 def _single_steps() -> int | None:
     steps = _steps_list()
     if steps is not None and len(steps) != 1:
-        raise app.UsageError(f"one attack takes one --steps value; got "
+        raise UserError(f"one attack takes one --steps value; got "
                              f"{_STEPS.value} (lists are for --suite)")
     return None if steps is None else steps[0]
 
@@ -196,7 +286,7 @@ def _needs_eps(name: str) -> bool:
         param = inspect.signature(attacks.get_attack(name)).parameters.get(
             "eps")
     except KeyError as e:
-        raise app.UsageError(e.args[0])
+        raise UserError(e.args[0])
     return param is not None and param.default is inspect.Parameter.empty
 
 
@@ -216,7 +306,7 @@ def _report_path(report_dir: pathlib.Path, label: str) -> pathlib.Path:
     if _OUTPUT.value:
         path = pathlib.Path(_OUTPUT.value)
         if path.exists():
-            raise app.UsageError(f"{path} exists; it is never overwritten")
+            raise UserError(f"{path} exists; it is never overwritten")
         return path
     report_dir.mkdir(parents=True, exist_ok=True)
     path, i = report_dir / f"{label}.json", 1
@@ -227,66 +317,122 @@ def _report_path(report_dir: pathlib.Path, label: str) -> pathlib.Path:
 
 def main(argv):
     del argv
-    strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
-    import keras
-
-    import data
-    import layers  # noqa: F401  (registers the defense layers for loading)
-    import models  # noqa: F401  (and the models' own layers)
-    from training.adversarial import AdversarialTrainer
+    cfg, model_path, report_dir = _settings()
+    _check_flags(report_dir)
+    suite = _suite_spec() if _SUITE.value else None
+    if suite is None and not _CAAD_INPUT.value:
+        _attack_config(cfg)  # checks the threat model before any work
+    try:
+        strategy = distribute.get_strategy(_STRATEGY.value, tpu=_TPU.value)
+    except ValueError as e:
+        raise UserError(f"--strategy={_STRATEGY.value}: {e}") from None
 
     # ----------------------------------------------------- model and data
-    cfg, model_path, report_dir = _settings()
-    with strategy.scope():
-        if _CHECKPOINT.value:
-            import checkpoints
-
-            size = _IMAGE_SIZE.value or cfg.get("data", {}).get(
-                "image_size")
-            try:
-                model = checkpoints.load(
-                    _CHECKPOINT.value,
-                    input_shape=(size, size, 3) if size else None)
-            except (KeyError, ValueError) as e:
-                raise app.UsageError(str(e))
-            # the data follows the model's input (e.g. Fashion-MNIST
-            # resized to the checkpoint's size, as 3 channels)
-            height, _, channels = model.input_shape[1:]
-            cfg.setdefault("data", {}).update(image_size=height,
-                                              channels=channels)
-        else:
-            model = keras.saving.load_model(model_path)
-    if isinstance(model, AdversarialTrainer):
-        model = model.net
+    model = _load_model(cfg, model_path, strategy)
     if _CAAD_INPUT.value:
         return _caad_submission(model)
-    data_cfg = cfg.get("data", {})
-    dataset_name = _DATASET.value or data_cfg.get("name")
-    if not dataset_name:
-        raise app.UsageError("--dataset is required without a recipe config")
-    info = data.get_info(dataset_name)
-    if model.output_shape[-1] != info.num_classes:
-        raise app.UsageError(
-            f"the model has {model.output_shape[-1]} logits but "
-            f"{dataset_name} has {info.num_classes} classes; evaluate it on "
-            "its own dataset, or fine-tune it first (train.py "
-            "--init_checkpoint)")
-    suite = _suite_spec() if _SUITE.value else None
-    batch = _BATCH.value or cfg.get("eval", {}).get("batch_size") or 500
-    num = (_NUM.value or (suite and suite.default_num_examples)
-           or cfg.get("eval", {}).get("num_examples"))
-    ds = data.get_backend_dataset(
-        dataset_name, "test", batch_size=batch, num_examples=num,
-        data_dir=data_cfg.get("data_dir"),
-        image_size=data_cfg.get("image_size"),
-        channels=data_cfg.get("channels"))
+    ds, info, dataset_name, num, batch = _dataset(cfg, model, suite)
 
     # ------------------------------------------------------------ measure
+    warnings = _model_warnings(model, ds)
     if suite is not None:
         return _suite(suite, model, model_path, ds, info, dataset_name, num,
                       report_dir)
     _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
-                   batch, strategy, report_dir)
+                   batch, strategy, report_dir, warnings)
+
+
+def _load_model(cfg, model_path, strategy):
+    """The model of --checkpoint (adapting cfg's data section to its input)
+    or of the checked .keras file; a saved trainer gives its network.
+
+    Raises:
+        UserError: a bad checkpoint or model file (checkpoints.load /
+            load_model_file name the file and what is wrong).
+    """
+    import checkpoints
+    import layers  # noqa: F401  (registers the defense layers for loading)
+    import models  # noqa: F401  (and the models' own layers)
+
+    with strategy.scope():
+        if not _CHECKPOINT.value:
+            return checkpoints.load_model_file(model_path)
+        size = _IMAGE_SIZE.value or cfg.get("data", {}).get("image_size")
+        try:
+            model = checkpoints.load(
+                _CHECKPOINT.value, trust_sha256=_TRUST.value,
+                input_shape=(size, size, 3) if size else None)
+        except (KeyError, ValueError) as e:
+            raise UserError(str(e.args[0] if e.args else e)) from None
+    # the data follows the model's input (e.g. Fashion-MNIST resized to the
+    # checkpoint's size, as 3 channels)
+    height, _, channels = model.input_shape[1:]
+    cfg.setdefault("data", {}).update(image_size=height, channels=channels)
+    return model
+
+
+def _dataset(cfg, model, suite):
+    """(test dataset, info, name, num_examples, batch size), checked
+    against the model's classes and input shape.
+
+    Raises:
+        UserError: unknown dataset, missing files, or a model that does not
+            fit the data.
+    """
+    import data
+
+    data_cfg = cfg.get("data", {})
+    dataset_name = _DATASET.value or data_cfg.get("name")
+    if not dataset_name:
+        raise UserError("--dataset is required without a recipe config "
+                        f"(one of {data.list_datasets()})")
+    try:
+        info = data.get_info(dataset_name)
+    except ValueError as e:
+        raise UserError(f"--dataset: {e}") from None
+    if model.output_shape[-1] != info.num_classes:
+        raise UserError(
+            f"the model has {model.output_shape[-1]} logits but "
+            f"{dataset_name} has {info.num_classes} classes; evaluate it on "
+            "its own dataset, or fine-tune it first (train.py "
+            "--init_checkpoint)")
+    batch = _BATCH.value or cfg.get("eval", {}).get("batch_size") or 500
+    num = (_NUM.value or (suite and suite.default_num_examples)
+           or cfg.get("eval", {}).get("num_examples"))
+    try:
+        ds = data.get_backend_dataset(
+            dataset_name, "test", batch_size=batch, num_examples=num,
+            data_dir=data_cfg.get("data_dir"),
+            image_size=data_cfg.get("image_size"),
+            channels=data_cfg.get("channels"))
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"dataset {dataset_name}: {e}") from None
+    want = tuple(model.input_shape[1:])
+    got = tuple(ds.element_spec[0].shape[1:])
+    if len(want) != len(got) or any(w not in (None, g)
+                                    for w, g in zip(want, got)):
+        raise UserError(
+            f"the model takes inputs of shape {want} (H, W, C) but "
+            f"{dataset_name} gives {got}; set --image_size or the recipe's "
+            "data.image_size / data.channels to the model's, or evaluate "
+            "it on its own dataset")
+    return ds, info, dataset_name, num, batch
+
+
+def _model_warnings(model, ds) -> list[str]:
+    """Loud warnings about a model no number should be trusted for: one
+    that predicts a single class for a whole batch of test images."""
+    import numpy as np
+
+    x, _ = next(iter(ds.as_numpy_iterator()))
+    preds = np.argmax(np.asarray(model.predict(x, verbose=0)), axis=-1)
+    if len(preds) < 10 or len(set(preds.tolist())) > 1:
+        return []
+    warning = (f"the model predicts class {int(preds[0])} for all "
+               f"{len(preds)} images of the first batch: a degenerate model "
+               "(diverged or untrained); its accuracy numbers mean nothing")
+    print(f"WARNING: {warning}", file=sys.stderr, flush=True)
+    return [warning]
 
 
 def _caad_submission(model) -> None:
@@ -294,7 +440,7 @@ def _caad_submission(model) -> None:
     from evaluation.caad_submission import predict_directory
 
     if not _CAAD_OUTPUT.value:
-        raise app.UsageError("--caad_input_dir needs --caad_output=FILE.csv")
+        raise UserError("--caad_input_dir needs --caad_output=FILE.csv")
     n = predict_directory(model, _CAAD_INPUT.value, _CAAD_OUTPUT.value,
                           batch_size=_BATCH.value or 100,
                           label_offset=_LABEL_OFFSET.value)
@@ -312,7 +458,7 @@ def _suite_spec():
         return get_suite(_SUITE.value, eps=_EPS.value, steps=steps,
                          surrogates=len(_TRANSFER_FROM.value))
     except ValueError as e:
-        raise app.UsageError(str(e))
+        raise UserError(str(e))
 
 
 def _suite(suite, model, model_path, ds, info, dataset_name, num,
@@ -320,11 +466,11 @@ def _suite(suite, model, model_path, ds, info, dataset_name, num,
     """Runs `suite`, appending per-batch results to a log that a rerun of
     the same command continues; writes a JSON report and a Markdown
     summary."""
-    import keras
+    import checkpoints
 
     from evaluation.suite_runner import run_suite, to_markdown
 
-    surrogates = [keras.saving.load_model(p) for p in _TRANSFER_FROM.value]
+    surrogates = [checkpoints.load_model_file(p) for p in _TRANSFER_FROM.value]
     label = f"suite_{suite.name}_eps{suite.eps:.4f}"
     report_dir.mkdir(parents=True, exist_ok=True)
     log = report_dir / f"{label}.partial.jsonl"
@@ -339,15 +485,16 @@ def _suite(suite, model, model_path, ds, info, dataset_name, num,
     report = {**identity, "split": "test", **result,
               "seconds": round(time.time() - start, 1)}
     path = _report_path(report_dir, label)
-    path.write_text(json.dumps(report, indent=2))
+    atomic_write.write_text(path, json.dumps(report, indent=2),
+                            exclusive=True)
     log.rename(path.with_suffix(".jsonl"))
     summary = to_markdown(result)
-    path.with_suffix(".md").write_text(summary)
+    atomic_write.write_text(path.with_suffix(".md"), summary, exclusive=True)
     print("\n" + summary + f"\nreport: {path}")
 
 
 def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
-                   batch, strategy, report_dir):
+                   batch, strategy, report_dir, warnings=()):
     """One attack (the recipe's eval attack, flags override) over the test
     split, under `strategy`."""
     import attacks
@@ -389,6 +536,15 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
               "strategy": _STRATEGY.value}
     path = _report_path(report_dir, label)
     markdown = [f"## {label} on `{model_path}`", ""]
+    warnings = list(warnings)
+    if attack.get("eps") and result["n"] and result["max_linf"] == 0:
+        warnings.append("the attack moved no pixel (max L-inf 0 at eps "
+                        f"{attack['eps']}): zero or non-finite gradients, so "
+                        "the robust accuracy is not a robustness number")
+        print(f"WARNING: {warnings[-1]}", file=sys.stderr, flush=True)
+    if warnings:
+        report["warnings"] = warnings
+        markdown += [f"**WARNING: {w}**" for w in warnings] + [""]
     if described["naive"]:
         markdown += [f"**{NAIVE_WARNING}**", ""]
         print(f"WARNING: {NAIVE_WARNING}")
@@ -406,8 +562,10 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
                                                      markdown)
     if _DESTRUCTION.value:
         report["destruction"] = _destruction(model, ds, attack_fn, markdown)
-    path.write_text(json.dumps(report, indent=2))
-    path.with_suffix(".md").write_text("\n".join(markdown) + "\n")
+    atomic_write.write_text(path, json.dumps(report, indent=2),
+                            exclusive=True)
+    atomic_write.write_text(path.with_suffix(".md"),
+                            "\n".join(markdown) + "\n", exclusive=True)
     rows = [("examples", f"{result['n']}"),
             ("clean_acc", f"{result['clean_acc']:.4f}"),
             (f"robust_acc ({label})", f"{result['robust_acc']:.4f}")]
@@ -460,11 +618,11 @@ def _transfer_matrix(model, ds, attack, markdown) -> dict:
     from evaluation.report_sections import first_examples, transfer_section
 
     if not _TRANSFER_FROM.value:
-        raise app.UsageError("--transfer_matrix needs --transfer_from")
+        raise UserError("--transfer_matrix needs --transfer_from")
     x, y = first_examples(ds, _SANITY.value or 200)
     return transfer_section(model, _TRANSFER_FROM.value, x, y, attack,
                             markdown)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

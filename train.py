@@ -38,6 +38,7 @@ _RECIPE = config_flags.DEFINE_config_file(
     "recipe", None, "Recipe NAME[:ARG] or path/to/config.py[:ARG].")
 _WORKDIR, _STRATEGY, _TPU = (run_flags.WORKDIR, run_flags.STRATEGY,
                              run_flags.TPU)
+_TRUST = run_flags.TRUST_SHA256
 _INIT = flags.DEFINE_string(
     "init_checkpoint", None, "Fine-tune from these weights: a registered "
     "checkpoint (checkpoints.list_checkpoints()), a tensorpack .npz, a "
@@ -47,12 +48,6 @@ _INIT = flags.DEFINE_string(
 _FREEZE = flags.DEFINE_list(
     "freeze", None, "With --init_checkpoint: layer-name prefixes to freeze "
     "(e.g. stem,stage2). Sets init.freeze.")
-
-
-_TRUST = flags.DEFINE_string(
-    "trust_sha256", None, "With --init_checkpoint NAME: the SHA-256 you "
-    "checked of a cached checkpoint file that robust-recipes did not "
-    "download itself (the registry lists no hash for it).")
 
 
 def expand_recipe_name(argv: list[str]) -> list[str]:
@@ -195,9 +190,12 @@ def main(argv):
                   channels=cfg.data.channels)
     num_train = cfg.data.num_train_examples or info.num_train
     steps_per_epoch = cfg.train.steps_per_epoch or num_train // batch
-    if steps_per_epoch < 1:
+    num_eval = cfg.data.num_eval_examples or info.num_test
+    if batch > min(num_train, num_eval):
         raise UserError(f"recipe field data.global_batch_size={batch} is "
-                        f"larger than the {num_train} training examples")
+                        f"larger than the {num_train} training or {num_eval} "
+                        "evaluation examples (data.num_train_examples / "
+                        "num_eval_examples)")
     try:
         ds_train = data.get_backend_dataset(
             cfg.data.name, "train", batch_size=batch, shuffle=True,
@@ -291,14 +289,10 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
         UserError: training diverged (no model.keras is written).
         SystemExit(130): stopped by Ctrl-C, after saving the resume state.
     """
-    import keras
-
-    import data
     import training
     from core import atomic_write
     from training import optimization, resume
-    from training.callbacks import build_callbacks, weights_finite
-    from training.catastrophic_overfitting import CatastrophicOverfittingStop
+    from training.callbacks import build_callbacks
 
     # ---------------------------------------------------------------- model
     x_spec = ds_train.element_spec[0]
@@ -326,31 +320,12 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
     callbacks = build_callbacks(workdir, cfg.train.backup_every_steps,
                                 steps_per_epoch, state, cfg.train.max_loss)
     diverge, backup = callbacks[0], callbacks[1]
-    overfit = None
-    if cfg.train.overfit_check is not None:  # Wong et al. 2020 early stop
-        check = cfg.train.overfit_check
-        x_chk, y_chk = next(iter(data.get_backend_dataset(
-            cfg.data.name, "train", batch_size=check.examples,
-            num_examples=check.examples, data_dir=cfg.data.data_dir,
-            image_size=cfg.data.image_size, channels=cfg.data.channels)))
-        overfit = CatastrophicOverfittingStop(
-            keras.ops.convert_to_numpy(x_chk),
-            keras.ops.convert_to_numpy(y_chk), check.attack.to_dict(),
-            check.max_drop)
+    overfit = _overfit_check(cfg)
+    if overfit is not None:
         callbacks.insert(0, overfit)  # restores weights before checkpoints
     start = time.time()
-    logs = {}
-    with _save_on_interrupt(backup):
-        for first, last, steps, skip in _fit_phases(
-                state, cfg.train.epochs, steps_per_epoch):
-            history = model.fit(
-                ds_train.skip(skip) if skip else ds_train, epochs=last,
-                initial_epoch=first, steps_per_epoch=steps,
-                validation_data=ds_eval, shuffle=False, callbacks=callbacks,
-                verbose=1 if sys.stdout.isatty() else 2)
-            logs = {k: v[-1] for k, v in history.history.items() if v}
-            if model.stop_training:
-                break
+    logs = _fit(model, ds_train, ds_eval, callbacks, state, cfg,
+                steps_per_epoch)
     if backup.save_requested:
         saved = backup.saved
         where = (f"epoch {saved.epoch} step {saved.step}" if saved else
@@ -359,21 +334,8 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
               f"{workdir / 'backup'}; resume with the same command: "
               f"{' '.join(sys.argv)}", file=sys.stderr, flush=True)
         sys.exit(cli.INTERRUPT_EXIT)
-
-    # ----------------------------------------------------------------- save
     stopped_early = overfit is not None and overfit.stopped_epoch is not None
-    bad = diverge.diverged or not all(
-        math.isfinite(float(v)) for v in logs.values())
-    if bad or (model.stop_training and not stopped_early) or \
-            not weights_finite(net):
-        where = (f" at epoch {diverge.diverged[0]} step {diverge.diverged[1]}"
-                 f" (loss {diverge.diverged[2]:.4g} > train.max_loss="
-                 f"{cfg.train.max_loss:g} or not finite)"
-                 if diverge.diverged else f" (final logs {logs})")
-        raise UserError(
-            f"training diverged{where}; model.keras was not written, and "
-            f"the last good state stays in {workdir / 'backup'} and "
-            f"{workdir / 'checkpoints'}; lower optimizer.learning_rate")
+    _check_converged(cfg, workdir, model, net, diverge, logs, stopped_early)
     with atomic_write.replacing(workdir / "model.keras",
                                 exclusive=True) as tmp:
         net.save(tmp)
@@ -389,13 +351,77 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
     return net
 
 
+def _overfit_check(cfg):
+    """The catastrophic-overfitting early stop of `train.overfit_check`
+    (Wong et al. 2020), or None."""
+    if cfg.train.overfit_check is None:
+        return None
+    import keras
+
+    import data
+    from training.catastrophic_overfitting import CatastrophicOverfittingStop
+
+    check = cfg.train.overfit_check
+    x_chk, y_chk = next(iter(data.get_backend_dataset(
+        cfg.data.name, "train", batch_size=check.examples,
+        num_examples=check.examples, data_dir=cfg.data.data_dir,
+        image_size=cfg.data.image_size, channels=cfg.data.channels)))
+    return CatastrophicOverfittingStop(
+        keras.ops.convert_to_numpy(x_chk), keras.ops.convert_to_numpy(y_chk),
+        check.attack.to_dict(), check.max_drop)
+
+
+def _fit(model, ds_train, ds_eval, callbacks, state, cfg, steps_per_epoch):
+    """Runs the `fit` phases from `state` (Ctrl-C saves and stops);
+    returns the last epoch's logs."""
+    logs = {}
+    with _save_on_interrupt(callbacks):
+        for first, last, steps, skip in _fit_phases(
+                state, cfg.train.epochs, steps_per_epoch):
+            history = model.fit(
+                ds_train.skip(skip) if skip else ds_train, epochs=last,
+                initial_epoch=first, steps_per_epoch=steps,
+                validation_data=ds_eval, shuffle=False, callbacks=callbacks,
+                verbose=1 if sys.stdout.isatty() else 2)
+            logs = {k: v[-1] for k, v in history.history.items() if v}
+            if model.stop_training:
+                break
+    return logs
+
+
+def _check_converged(cfg, workdir, model, net, diverge, logs, stopped_early):
+    """Refuses to save a run that diverged or stopped on a bad state.
+
+    Raises:
+        UserError: naming where it diverged and where the last good state
+            is.
+    """
+    from training.callbacks import weights_finite
+
+    bad = diverge.diverged or not all(
+        math.isfinite(float(v)) for v in logs.values())
+    if not (bad or (model.stop_training and not stopped_early)
+            or not weights_finite(net)):
+        return
+    where = (f" at epoch {diverge.diverged[0]} step {diverge.diverged[1]}"
+             f" (loss {diverge.diverged[2]:.4g} > train.max_loss="
+             f"{cfg.train.max_loss:g} or not finite)"
+             if diverge.diverged else f" (final logs {logs})")
+    raise UserError(
+        f"training diverged{where}; model.keras was not written, and "
+        f"the last good state stays in {workdir / 'backup'} and "
+        f"{workdir / 'checkpoints'}; lower optimizer.learning_rate")
+
+
 class _save_on_interrupt:
     """Within it, the first Ctrl-C (SIGINT) asks `backup` to save the state
     at the end of the current step and stop `fit`; a second one interrupts
     at once."""
 
-    def __init__(self, backup):
-        self.backup = backup
+    def __init__(self, callbacks):
+        from training.resume import Backup
+
+        self.backup = next(c for c in callbacks if isinstance(c, Backup))
 
     def _handle(self, signum, frame):
         import signal

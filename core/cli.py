@@ -49,18 +49,35 @@ def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with a bad flag as one line (absl prints two)."""
     try:
         return flags.FLAGS(argv)
-    except flags.Error as e:
+    except (flags.Error, UserError) as e:
         if _debug_requested(argv):
             raise
-        fail(_first_line(e))
-    except UserError as e:  # e.g. a recipe's get_config rejecting its arg
+        fail(_one_line(e))
+    except (AttributeError, KeyError) as e:
+        # ml_collections: `--recipe.a.b=v` naming a field the recipe lacks.
         if _debug_requested(argv):
             raise
-        fail(str(e))
+        field = str(e.args[0] if e.args else e).split("\n")[0].strip("'\"")
+        culprit = [a.split("=")[0] for a in argv if a.startswith("--")
+                   and "." in a.split("=")[0]
+                   and field in a.split("=")[0].split(".")[1:]]
+        fail(f"{culprit[0] if culprit else 'a --recipe override'}: the "
+             f"recipe has no field {field!r}; see the recipe's config "
+             "(python -c 'import recipes; print(recipes.get_config(NAME))')")
 
 
-def _first_line(error: Exception) -> str:
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+def _one_line(error: Exception) -> str:
+    """The message of `error` as one line; a config file's own traceback,
+    which ml_collections pastes into its flag error, shrinks to its last
+    line (the exception's message, without its class name)."""
+    text = str(error)
+    if "Traceback (most recent call last)" in text:
+        head = text.split("Traceback (most recent call last)")[0]
+        last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
+        last = last.split(": ", 1)[-1] if last.split(":")[0].endswith(
+            ("Error", "Exception")) else last
+        text = f"{head.strip()} {last}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return " ".join(lines) if lines else type(error).__name__
 
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.errors import UserError
+
 from . import dataset_info
 from .options import PipelineOptions
 
@@ -107,8 +109,20 @@ def _read_split(images_path: str, labels_path: str):
 
 
 def _search_dirs(data_dir: str | None) -> list[str]:
-    dirs = [data_dir, os.environ.get(ENV_VAR), DEBIAN_DIR]
-    return [d for d in dirs if d]
+    """`data_dir`, `$FASHION_MNIST_DIR` (when set) and the Debian dir.
+
+    Raises:
+        UserError: `data_dir` or `$FASHION_MNIST_DIR` is set but is not a
+            directory (a typo would otherwise fall back to another copy
+            without a word).
+    """
+    env = os.environ.get(ENV_VAR)
+    for name, value in (("data_dir", data_dir), (f"${ENV_VAR}", env)):
+        if value and not os.path.isdir(value):
+            raise UserError(f"{name}={value!r} is not a directory; point it "
+                            "at the folder of the four Fashion-MNIST IDX "
+                            f".gz files, or unset it to use {DEBIAN_DIR}")
+    return [d for d in (data_dir, env, DEBIAN_DIR) if d]
 
 
 def find_idx_dir(split: str, data_dir: str | None = None) -> str | None:

@@ -120,8 +120,12 @@ class ArrayDataset(keras.utils.PyDataset):
                              f"got repeat={self.options.repeat}, "
                              f"count={count}")
         view = copy.copy(self)
-        view._offset = self._offset + int(count)
+        view.set_offset(self._offset + int(count))
         return view
+
+    def set_offset(self, count: int) -> None:
+        """Makes batch `i` the batch `i + count` of the repeated stream."""
+        self._offset = int(count)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         index = int(index)

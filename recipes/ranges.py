@@ -192,6 +192,17 @@ def _lookup(cfg: Any, path: str) -> tuple[bool, Any]:
     return True, node
 
 
+def check_value(label: str, value: Any, spec: Spec) -> None:
+    """Checks one value against `spec` (e.g. a flag against the range of
+    the recipe field it overrides: `FIELDS["eval.batch_size"]`).
+
+    Raises:
+        ValueError: `label=value is not accepted; expected ...`.
+    """
+    if not spec.accepts(value):
+        _fail(label, value, spec)
+
+
 def _fail(label: str, value: Any, spec: Spec) -> None:
     raise ValueError(f"{label}={value!r} is not accepted; expected "
                      f"{spec.describe()}")

@@ -53,9 +53,6 @@ class DivergenceStop(keras.callbacks.Callback):
         loss = float(loss)
         if not math.isfinite(loss) or loss > self.max_loss:
             self.diverged = (self._epoch, int(batch), loss)
-            logging.error("loss %g at epoch %d step %d (bound %g): "
-                          "stopping", loss, self._epoch, batch,
-                          self.max_loss)
             self.model.stop_training = True
 
 

@@ -3,14 +3,15 @@
 `get_strategy(name, tpu=None)` follows the TF Model Garden switch
 (`official/common/distribute_utils.py`), kept small; the strategies
 themselves are the backend's (`core.backends`): `tf.distribute` under
-TensorFlow, `keras.distribution.DataParallel` under JAX.
+TensorFlow, `keras.distribution.DataParallel` under JAX. `core.backends`
+(and with it Keras and TensorFlow) is imported at the first call, so that
+train.py and evaluate.py check their flags in a second, not ten.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
-
-from core import backends
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -50,15 +51,19 @@ def get_strategy(name: str = "auto", tpu: str | None = None) -> Any:
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {name!r}")
-    return backends.get_strategy(name, tpu)
+    return _backends().get_strategy(name, tpu)
 
 
 def is_chief(strategy: Any) -> bool:
     """True unless this process is a non-chief worker of a multi-worker
     cluster (only the chief writes the run's shared artifacts)."""
-    return backends.is_chief(strategy)
+    return _backends().is_chief(strategy)
 
 
 def worker_id(strategy: Any) -> str:
     """"chief", or "<task_type>_<task_id>" for other workers."""
-    return backends.worker_id(strategy)
+    return _backends().worker_id(strategy)
+
+
+def _backends():
+    return importlib.import_module("core.backends")

@@ -12,3 +12,8 @@ STRATEGY = flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES,
                              "tf.distribute strategy.")
 TPU = flags.DEFINE_string("tpu", None,
                           "TPU name or address (with --strategy=tpu).")
+TRUST_SHA256 = flags.DEFINE_string(
+    "trust_sha256", None, "With a registered checkpoint (train.py "
+    "--init_checkpoint, evaluate.py --checkpoint): the SHA-256 you checked "
+    "of a cached file that robust-recipes did not download itself (the "
+    "publisher gives no hash).")

@@ -9,7 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from absl import app
+from core.errors import UserError
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from train_utils import run_train  # noqa: E402
@@ -74,7 +74,7 @@ def test_clear_errors(tmp_path, denoise_npz):
     with pytest.raises(ValueError, match="accepted: a registered"):
         run_train(tmp_path / "b", "pgd_at_cnn_fmnist:smoke",
                   "--init_checkpoint=not_a_checkpoint")
-    with pytest.raises(app.UsageError, match="needs --init_checkpoint"):
+    with pytest.raises(UserError, match="needs --init_checkpoint"):
         run_train(tmp_path / "c", "pgd_at_cnn_fmnist:smoke", "--freeze=stem")
     assert not (tmp_path / "a" / "config.json").exists()
 
