@@ -328,7 +328,7 @@ def main(argv):
         raise UserError(f"--strategy={_STRATEGY.value}: {e}") from None
 
     # ----------------------------------------------------- model and data
-    model = _load_model(cfg, model_path, strategy)
+    model = _model_to_evaluate(cfg, model_path, strategy)
     if _CAAD_INPUT.value:
         return _caad_submission(model)
     ds, info, dataset_name, num, batch = _dataset(cfg, model, suite)
@@ -342,7 +342,7 @@ def main(argv):
                    batch, strategy, report_dir, warnings)
 
 
-def _load_model(cfg, model_path, strategy):
+def _model_to_evaluate(cfg, model_path, strategy):
     """The model of --checkpoint (adapting cfg's data section to its input)
     or of the checked .keras file; a saved trainer gives its network.
 
@@ -536,12 +536,7 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
               "strategy": _STRATEGY.value}
     path = _report_path(report_dir, label)
     markdown = [f"## {label} on `{model_path}`", ""]
-    warnings = list(warnings)
-    if attack.get("eps") and result["n"] and result["max_linf"] == 0:
-        warnings.append("the attack moved no pixel (max L-inf 0 at eps "
-                        f"{attack['eps']}): zero or non-finite gradients, so "
-                        "the robust accuracy is not a robustness number")
-        print(f"WARNING: {warnings[-1]}", file=sys.stderr, flush=True)
+    warnings = _attack_warnings(attack, result, warnings)
     if warnings:
         report["warnings"] = warnings
         markdown += [f"**WARNING: {w}**" for w in warnings] + [""]
@@ -576,6 +571,17 @@ def _single_attack(cfg, model, model_path, ds, info, dataset_name, num,
     width = max(len(r[0]) for r in rows)
     print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"report: {path} (summary: {path.with_suffix('.md').name})")
+
+
+def _attack_warnings(attack, result, warnings) -> list[str]:
+    """`warnings` plus one, printed, for an attack that moved no pixel."""
+    warnings = list(warnings)
+    if attack.get("eps") and result["n"] and result["max_linf"] == 0:
+        warnings.append("the attack moved no pixel (max L-inf 0 at eps "
+                        f"{attack['eps']}): zero or non-finite gradients, so "
+                        "the robust accuracy is not a robustness number")
+        print(f"WARNING: {warnings[-1]}", file=sys.stderr, flush=True)
+    return warnings
 
 
 NAIVE_WARNING = ("naive: the defended model attacked as it is, without "

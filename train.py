@@ -186,27 +186,7 @@ def main(argv):
 
     # ----------------------------------------------------------------- data
     info = data.get_info(cfg.data.name)
-    common = dict(data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
-                  channels=cfg.data.channels)
-    num_train = cfg.data.num_train_examples or info.num_train
-    steps_per_epoch = cfg.train.steps_per_epoch or num_train // batch
-    num_eval = cfg.data.num_eval_examples or info.num_test
-    if batch > min(num_train, num_eval):
-        raise UserError(f"recipe field data.global_batch_size={batch} is "
-                        f"larger than the {num_train} training or {num_eval} "
-                        "evaluation examples (data.num_train_examples / "
-                        "num_eval_examples)")
-    try:
-        ds_train = data.get_backend_dataset(
-            cfg.data.name, "train", batch_size=batch, shuffle=True,
-            augment=cfg.data.augment, seed=cfg.train.seed,
-            drop_remainder=True, repeat=True,
-            num_examples=cfg.data.num_train_examples, **common)
-        ds_eval = data.get_backend_dataset(
-            cfg.data.name, "test", batch_size=batch, drop_remainder=True,
-            num_examples=cfg.data.num_eval_examples, **common)
-    except (FileNotFoundError, data.DatasetNotFoundError) as e:
-        raise UserError(f"recipe data section: {e}") from None
+    ds_train, ds_eval, steps_per_epoch = _datasets(cfg, info, batch)
 
     # ----------------------------------------------------------- stage(s)
     # Defensive distillation trains a teacher first, in <workdir>/teacher
@@ -228,6 +208,38 @@ def main(argv):
     fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
               steps_per_epoch, teacher=teacher)
     print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
+
+
+def _datasets(cfg, info, batch):
+    """(repeated shuffled train dataset, eval dataset, steps per epoch).
+
+    Raises:
+        UserError: a batch larger than the data, or missing data files.
+    """
+    import data
+
+    common = dict(data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
+                  channels=cfg.data.channels)
+    num_train = cfg.data.num_train_examples or info.num_train
+    steps_per_epoch = cfg.train.steps_per_epoch or num_train // batch
+    num_eval = cfg.data.num_eval_examples or info.num_test
+    if batch > min(num_train, num_eval):
+        raise UserError(f"recipe field data.global_batch_size={batch} is "
+                        f"larger than the {num_train} training or {num_eval} "
+                        "evaluation examples (data.num_train_examples / "
+                        "num_eval_examples)")
+    try:
+        ds_train = data.get_backend_dataset(
+            cfg.data.name, "train", batch_size=batch, shuffle=True,
+            augment=cfg.data.augment, seed=cfg.train.seed,
+            drop_remainder=True, repeat=True,
+            num_examples=cfg.data.num_train_examples, **common)
+        ds_eval = data.get_backend_dataset(
+            cfg.data.name, "test", batch_size=batch, drop_remainder=True,
+            num_examples=cfg.data.num_eval_examples, **common)
+    except (FileNotFoundError, data.DatasetNotFoundError) as e:
+        raise UserError(f"recipe data section: {e}") from None
+    return ds_train, ds_eval, steps_per_epoch
 
 
 def build_network(cfg, strategy, x_spec, info):

@@ -1,6 +1,6 @@
 """The one place where the project uses private Keras API, each use cited.
 
-Keras 3 (checked on 3.15) has no public equivalent for the four needs below.
+Keras 3 (checked on 3.15) has no public equivalent for the six needs below.
 Everything else in the project uses public Keras only; a test
 (tests/test_layout.py) refuses `keras.src` anywhere but here, and
 tests/core/test_keras_internals.py fails loudly, naming the missing symbol,
@@ -37,11 +37,6 @@ when a Keras upgrade moves or changes one of them.
    variable under its `exclude_from_weight_decay` rules (the private
    `Optimizer._use_weight_decay`), so that `training.optimization`'s
    coupled-L2 optimizers follow the same rules as Keras's decoupled decay.
-7. `GuardedBackupAndRestore`: `BackupAndRestore` writes its state in the
-   private `_save_model`, the only place where a save can be vetoed (so
-   that non-finite weights never reach the backup) or forced (at an epoch
-   end when it otherwise saves every N steps); `training.callbacks` uses
-   both.
 """
 
 from __future__ import annotations
@@ -121,21 +116,3 @@ def uses_weight_decay(optimizer: keras.optimizers.Optimizer,
     """Whether `optimizer`'s weight decay applies to `variable` (its
     `exclude_from_weight_decay` rules)."""
     return bool(optimizer._use_weight_decay(variable))
-
-
-class GuardedBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` (same arguments) whose every save
-    first asks `may_save()`, and which `save_now()` can make save outside
-    its schedule (module doc, 7)."""
-
-    def may_save(self) -> bool:
-        """Override: False vetoes the save that is due."""
-        return True
-
-    def save_now(self) -> None:
-        """Saves the backup now (if `may_save()`)."""
-        self._save_model()
-
-    def _save_model(self):
-        if self.may_save():
-            super()._save_model()

@@ -10,10 +10,8 @@ import keras
 import ml_collections
 
 from core.keras_internals import uses_weight_decay
+from recipes.ranges import OPTIMIZERS, SCHEDULES, WARMUP_SCHEDULES
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "cosine", "piecewise", "cyclic")
-WARMUP_SCHEDULES = ("cosine", "piecewise")
 # "decoupled": Keras's `weight_decay`, w -= lr * wd * w outside the momentum
 # (Loshchilov & Hutter 2019, arXiv 1711.05101). "l2": wd * w is added to the
 # gradient, i.e. the penalty wd / 2 * ||w||^2 in the loss, which momentum

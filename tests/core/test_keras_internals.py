@@ -129,22 +129,3 @@ def test_uses_weight_decay_follows_the_exclusion_rules():
     opt.build([kernel, bias])
     assert ki.uses_weight_decay(opt, kernel)
     assert not ki.uses_weight_decay(opt, bias)
-
-
-def test_guarded_backup_vetoes_and_forces_saves(tmp_path):
-    class Guarded(ki.GuardedBackupAndRestore):
-        allow = True
-
-        def may_save(self):
-            return self.allow
-
-    model = _functional()
-    model.compile(optimizer="sgd", loss="mse")
-    backup = Guarded(str(tmp_path / "b"), save_freq="epoch")
-    backup.set_model(model)
-    backup.allow = False
-    backup.save_now()
-    assert not list((tmp_path / "b").glob("**/*"))  # vetoed
-    backup.allow = True
-    backup.save_now()
-    assert list((tmp_path / "b").glob("**/*"))  # forced, outside schedule
