@@ -318,7 +318,7 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
             loss=loss, metrics=metrics, jit_compile=cfg.runtime.jit_compile)
     net.summary(print_fn=logging.info)
     try:
-        state = resume.read_state(workdir / "backup")
+        state = resume.read_state(workdir / "backup", steps_per_epoch)
     except ValueError as e:
         raise UserError(str(e)) from None
     if state is not None:

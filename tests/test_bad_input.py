@@ -450,3 +450,60 @@ def test_diverging_run_exits_non_zero_without_a_model(tmp_path):
 
         weights = keras.saving.load_model(ckpt).get_weights()
         assert all(np.isfinite(w).all() for w in weights)
+
+
+# The attacks' keyword arguments, called as a library user calls them: each
+# bad value is a ValueError of one line naming it, raised before any step.
+ATTACK_KWARGS = [
+    ("pgd", {"eps": -0.1, "step_size": 0.01, "steps": 2}, "-0.1"),
+    ("pgd", {"eps": float("nan"), "step_size": 0.01, "steps": 2}, "nan"),
+    ("pgd", {"eps": 0.1, "step_size": 0.0, "steps": 2}, "step_size"),
+    ("pgd", {"eps": 0.1, "step_size": 0.01, "steps": 0}, "steps"),
+    ("pgd", {"eps": 0.1, "step_size": 0.01, "steps": 2.5}, "2.5"),
+    ("pgd", {"eps": 0.1, "step_size": 0.01, "steps": 2, "norm": "1"}, "'1'"),
+    ("pgd", {"eps": 0.1, "step_size": 0.01, "steps": 2, "restarts": 0},
+     "restarts"),
+    ("pgd", {"eps": 0.1, "step_size": 0.01, "steps": 2, "loss": "mse"},
+     "mse"),
+    ("pgd", {"eps": 0.1, "step_size": 0.01, "steps": 2, "clip_min": 1.0,
+             "clip_max": 0.0}, "clip_m"),
+    ("fgsm", {"eps": -1.0}, "-1.0"),
+    ("mi_fgsm", {"eps": 0.1, "steps": 0}, "steps"),
+    ("apgd_ce", {"eps": 0.1, "steps": 0}, "steps"),
+    ("cw_l2", {"steps": 0}, "steps"),
+    ("deepfool", {"norm": "3"}, "'3'"),
+    ("square", {"eps": 0.1, "steps": 0}, "steps"),
+    ("spsa", {"eps": 0.1, "samples": 0}, "samples"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,names", ATTACK_KWARGS,
+                         ids=[f"{a[0]}-{i}" for i, a in
+                              enumerate(ATTACK_KWARGS)])
+def test_attack_keyword_errors_are_one_line(name, kwargs, names):
+    import keras
+
+    import attacks
+
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    x = np.full((2, 4, 4, 1), 0.5, "float32")
+    y = np.array([0, 1], "int32")
+    with pytest.raises(ValueError) as info:
+        attacks.get_attack(name)(model, x, y, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and names in message, message
+
+
+def test_attack_input_outside_the_pixel_scale_is_one_line():
+    import keras
+
+    import attacks
+
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    x = np.full((2, 4, 4, 1), 255.0, "float32")
+    with pytest.raises(ValueError, match=r"\[0, 1\]") as info:
+        attacks.pgd(model, x, np.array([0, 1]), eps=0.1, step_size=0.01,
+                    steps=2)
+    assert "\n" not in str(info.value)

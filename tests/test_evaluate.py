@@ -86,11 +86,11 @@ def test_flags_override_and_reports_are_never_overwritten(workdir):
 
 
 def test_usage_errors(workdir, tmp_path):
-    from absl import app
+    from core.errors import UserError
 
-    with pytest.raises(app.UsageError, match="exactly one of"):
+    with pytest.raises(UserError, match="exactly one of"):
         run_evaluate()
-    with pytest.raises(app.UsageError, match="no model at"):
+    with pytest.raises(UserError, match="holds no model.keras"):
         run_evaluate(f"--workdir={tmp_path}")
 
 

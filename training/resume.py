@@ -60,14 +60,33 @@ class ResumeState:
     metrics: str | None = None
 
 
-def read_state(backup_dir: str | pathlib.Path) -> ResumeState | None:
-    """The saved state in `backup_dir`, or None if there is none.
+#: What Keras's `BackupAndRestore` (which train.py used before) leaves.
+LEGACY_WEIGHTS, LEGACY_METADATA = ("latest.weights.h5",
+                                   "training_metadata.json")
+
+
+def read_state(backup_dir: str | pathlib.Path, steps_per_epoch: int = 0
+               ) -> ResumeState | None:
+    """The saved state in `backup_dir`, or None if there is none. A backup
+    of Keras's `BackupAndRestore` (older runs) resumes at its epoch start
+    (its `global_step` needs `steps_per_epoch`).
 
     Raises:
         ValueError: `state.json` is not valid JSON or names a missing file
             (the message names the file).
     """
     path = pathlib.Path(backup_dir) / STATE_NAME
+    legacy = pathlib.Path(backup_dir) / LEGACY_METADATA
+    if not path.exists() and legacy.exists() and (
+            pathlib.Path(backup_dir) / LEGACY_WEIGHTS).exists():
+        try:
+            epoch = int(json.loads(legacy.read_text())["epoch"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{legacy} is not a Keras backup ({e}); move "
+                             "the backup/ folder away to start over"
+                             ) from None
+        return ResumeState(epoch, 0, epoch * steps_per_epoch,
+                           LEGACY_WEIGHTS, None)
     if not path.exists():
         return None
     try:

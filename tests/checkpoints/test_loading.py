@@ -103,10 +103,10 @@ def test_evaluate_checkpoint_flag(registered, tmp_path, monkeypatch):
 
 def test_evaluate_refuses_a_class_count_mismatch(registered, tmp_path,
                                                  monkeypatch):
-    from absl import app
+    from core.errors import UserError
 
     spec, _ = registered
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(app.UsageError, match="10 logits but cifar100 has 100"):
+    with pytest.raises(UserError, match="10 logits but cifar100 has 100"):
         run_evaluate(f"--checkpoint={NAME}", "--dataset=cifar100",
                      "--num_examples=8", "--sanity_examples=0")

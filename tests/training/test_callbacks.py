@@ -59,3 +59,16 @@ def test_an_exploding_finite_loss_stops_at_the_bound(tmp_path):
     assert (epoch, step) == (0, 1) and math.isfinite(loss) and loss > 1e3
     assert not (tmp_path / "checkpoints" / "last.keras").exists()
     assert resume.read_state(tmp_path / "backup").global_step == 1
+
+
+def test_a_keras_backup_of_an_older_run_resumes_at_its_epoch(tmp_path):
+    model = _model()
+    model.fit(np.zeros((4, 4), "float32"), np.zeros(4, "int32"), verbose=0,
+              callbacks=[keras.callbacks.BackupAndRestore(
+                  str(tmp_path), delete_checkpoint=False)])
+    state = resume.read_state(tmp_path, steps_per_epoch=7)
+    assert (state.epoch, state.step, state.global_step) == (1, 0, 7)
+    restored = _model()
+    resume.restore(restored, tmp_path, state)
+    for a, b in zip(restored.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
