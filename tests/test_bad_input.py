@@ -503,7 +503,7 @@ def test_attack_input_outside_the_pixel_scale_is_one_line():
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(10)])
     x = np.full((2, 4, 4, 1), 255.0, "float32")
-    with pytest.raises(ValueError, match=r"\[0, 1\]") as info:
+    with pytest.raises(ValueError, match="255") as info:
         attacks.pgd(model, x, np.array([0, 1]), eps=0.1, step_size=0.01,
                     steps=2)
     assert "\n" not in str(info.value)
