@@ -123,8 +123,8 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
         if self._prob_clean and not kwargs.get("rand_init", True):
             raise ValueError("attack prob_start_from_clean needs rand_init="
                              f"True; got rand_init={kwargs.get('rand_init')!r}")
-        # Under JAX an unseeded attack gets a fresh seed pair per step from
-        # the trainer's generator, drawn before any branch (`attack_seed`).
+        # An unseeded attack gets a fresh seed pair per step from the
+        # trainer's generator, drawn before any branch (`attack_seed`).
         self._seed_attack = (
             kwargs.get("seed") is None and self.seed_generator is not None
             and "seed" in inspect.signature(
@@ -166,7 +166,7 @@ class AdversarialTrainer(MultiWorkerFitFix, keras.Model):
 
     def attack_seed(self) -> dict:
         """`{"seed": pair}` with a fresh seed pair from the trainer's
-        generator when the attack is unseeded under JAX, else `{}`."""
+        generator when the attack is unseeded, else `{}`."""
         if not getattr(self, "_seed_attack", False):
             return {}
         return {"seed": self.seed_generator.next()}

@@ -136,8 +136,8 @@ class EnsembleAdversarialTrainer(AdversarialTrainer):
         super().__init__(net, attack=None, alpha=0.0, **kwargs)
         self.attack = dict(attack)
         self._craft = attacks.from_config(self.attack)
-        # Under JAX an unseeded random attack (rfgsm) gets a seed pair per
-        # step from the trainer's generator, drawn before the switch.
+        # An unseeded random attack (rfgsm) gets a seed pair per step from
+        # the trainer's generator, drawn before the switch.
         self._seed_attack = (
             self.attack.get("seed") is None and self.seed_generator is not
             None and "seed" in inspect.signature(attacks.get_attack(

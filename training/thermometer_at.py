@@ -76,8 +76,8 @@ class ThermometerTrainer(AdversarialTrainer):
         super().__init__(net, attack=None, alpha=alpha, **kwargs)
         self.attack = attack
         self._ls_pga = attacks.from_config(attack)
-        # Under JAX an unseeded attack gets a seed pair per step from the
-        # trainer's generator (`attack_seed`).
+        # An unseeded attack gets a seed pair per step from the trainer's
+        # generator (`attack_seed`).
         self._seed_attack = (attack.get("seed") is None
                              and self.seed_generator is not None)
 

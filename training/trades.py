@@ -107,10 +107,10 @@ class TradesTrainer(AdversarialTrainer):
             (0.031 for CIFAR-10, 0.3 for MNIST in the paper), >= 0.
         step_size: its step (0.007 / 0.01 in the paper), > 0.
         steps: its number of steps (10 / 40 in the paper), >= 1.
-        seed: None draws the 0.001 * N(0, 1) start from the global
-            generator (TensorFlow) or from the trainer's own
-            `seed_generator` (JAX, seeded by `rng_seed`); an int makes it
-            the stateless pair (seed, optimizer step), reproducible.
+        seed: None draws the 0.001 * N(0, 1) start from the trainer's own
+            `seed_generator` (seeded by `rng_seed`, saved with a backup);
+            an int makes it the stateless pair (seed, optimizer step),
+            reproducible.
         **kwargs: passed to `keras.Model`.
 
     Call arguments:
@@ -132,7 +132,7 @@ class TradesTrainer(AdversarialTrainer):
         self.seed = None if seed is None else int(seed)
 
     def _adversarial(self, x):
-        seed = self.seed_generator  # None under TensorFlow
+        seed = self.seed_generator
         if self.seed is not None:
             it = self.optimizer.iterations
             step = ops.cast(it, keras.backend.standardize_dtype(it.dtype))
