@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from attacks.primitives import call_model
+from core import atomic_write
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -224,9 +225,8 @@ def predict_directory(
     size, channels = _model_input(model, image_size, channels)
     paths = _list_pngs(input_dir)
     lines = _classify(model, paths, size, channels, batch_size, label_offset)
-    try:
-        with open(output_csv, "x", encoding="utf-8") as f:
-            f.writelines(lines)
+    try:  # atomically: a kill never leaves half a submission
+        atomic_write.write_text(output_csv, "".join(lines), exclusive=True)
     except FileExistsError:  # created while we were classifying
         raise ValueError(f"output_csv {str(output_csv)!r} already exists; "
                          f"refusing to overwrite it") from None
