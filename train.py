@@ -324,6 +324,7 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
     if state is not None:
         with strategy.scope():
             resume.restore(model, workdir / "backup", state)
+        resume.trim_epoch_log(workdir / "log.csv", state)
         print(f"resuming {workdir} at epoch {state.epoch} step {state.step} "
               f"(step {state.global_step} of the run)", flush=True)
     prepare_workdir(workdir, config_json)
@@ -331,7 +332,8 @@ def fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
     # ------------------------------------------------------------------ fit
     callbacks = build_callbacks(workdir, cfg.train.backup_every_steps,
                                 steps_per_epoch, state, cfg.train.max_loss)
-    diverge, backup = callbacks[0], callbacks[1]
+    diverge = callbacks[0]
+    backup = next(c for c in callbacks if isinstance(c, resume.Backup))
     overfit = _overfit_check(cfg)
     if overfit is not None:
         callbacks.insert(0, overfit)  # restores weights before checkpoints

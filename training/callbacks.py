@@ -93,8 +93,9 @@ def build_callbacks(workdir: pathlib.Path, backup_every_steps: int | None,
                     steps_per_epoch: int, start: ResumeState | None = None,
                     max_loss: float = math.inf
                     ) -> list[keras.callbacks.Callback]:
-    """Callbacks for `fit()`: divergence stop, backup, checkpoint, CSV,
-    TensorBoard (in that order: a diverged step is never backed up).
+    """Callbacks for `fit()`: divergence stop, checkpoint, CSV, backup,
+    TensorBoard (in that order: a diverged step is never backed up, and an
+    epoch's end is committed by its backup after its row is logged).
 
     Args:
         workdir: the run's directory (this worker's, under multi-worker).
@@ -107,10 +108,12 @@ def build_callbacks(workdir: pathlib.Path, backup_every_steps: int | None,
     workdir = pathlib.Path(workdir)
     backup = Backup(workdir / "backup", backup_every_steps,
                     steps_per_epoch, start)
+    # The backup, the commit point of an epoch's end, comes last: a run
+    # killed before it redoes that epoch's end (train.py trims the log).
     callbacks = [
-        DivergenceStop(max_loss), backup,
+        DivergenceStop(max_loss),
         FiniteCheckpoint(workdir / "checkpoints" / "last.keras"),
-        EpochLog(workdir / "log.csv", backup),
+        EpochLog(workdir / "log.csv", backup), backup,
     ]
     if _tensorflow_installed():  # Keras writes TensorBoard logs with tf
         callbacks.append(keras.callbacks.TensorBoard(

@@ -35,7 +35,9 @@ writes in place.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import io
 import json
 import math
 import pathlib
@@ -99,6 +101,28 @@ def read_state(backup_dir: str | pathlib.Path, steps_per_epoch: int = 0
         raise ValueError(f"{path} names {state.weights}, which is missing; "
                          "move the backup/ folder away to start over")
     return state
+
+
+def trim_epoch_log(path: str | pathlib.Path, state: ResumeState) -> None:
+    """Keeps only the rows of the epochs before `state.epoch` in the CSV
+    epoch log `path` (rewritten atomically): a run killed between writing
+    an epoch's row and saving the state after it redoes that epoch's end,
+    and must not log it twice."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or "epoch" not in rows[0]:
+        return
+    col = rows[0].index("epoch")
+    keep = [rows[0]] + [r for r in rows[1:]
+                        if len(r) > col and int(r[col]) < state.epoch]
+    if len(keep) == len(rows):
+        return
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(keep)
+    atomic_write.write_text(path, out.getvalue())
 
 
 def _build_optimizer(model: keras.Model) -> None:

@@ -72,3 +72,12 @@ def test_a_keras_backup_of_an_older_run_resumes_at_its_epoch(tmp_path):
     resume.restore(restored, tmp_path, state)
     for a, b in zip(restored.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_resume_trims_the_rows_of_epochs_it_redoes(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss\n0,1.5\n1,1.2\n")
+    resume.trim_epoch_log(log, resume.ResumeState(epoch=1))
+    assert log.read_text() == "epoch,loss\n0,1.5\n"
+    resume.trim_epoch_log(log, resume.ResumeState(epoch=3))
+    assert log.read_text() == "epoch,loss\n0,1.5\n"
