@@ -350,9 +350,7 @@ def _model_to_evaluate(cfg, model_path, strategy):
         UserError: a bad checkpoint or model file (checkpoints.load /
             load_model_file name the file and what is wrong).
     """
-    import checkpoints
-    import layers  # noqa: F401  (registers the defense layers for loading)
-    import models  # noqa: F401  (and the models' own layers)
+    import checkpoints  # its loaders register the custom layers themselves
 
     with strategy.scope():
         if not _CHECKPOINT.value:
