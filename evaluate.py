@@ -112,9 +112,16 @@ def _settings() -> tuple[dict, pathlib.Path | str, pathlib.Path]:
                 pathlib.Path("reports") / pathlib.Path(
                     _CHECKPOINT.value.replace(":", "_")).name)
     if _MODEL.value:
+        if _system_dir(_MODEL.value):
+            path = pathlib.Path(_MODEL.value)
+            return _read_config(path.parent / "config.json"), path, \
+                path.parent / "reports"
         path = paths.check_input_file(_MODEL.value, "--model", (".keras",))
     else:
         workdir = paths.check_input_dir(_WORKDIR.value, "--workdir")
+        if _system_dir(workdir / "system"):
+            return _read_config(workdir / "config.json"), \
+                workdir / "system", workdir / "reports"
         path = workdir / "model.keras"
         if not path.exists():
             raise UserError(f"--workdir={workdir} holds no model.keras (a "
@@ -122,6 +129,12 @@ def _settings() -> tuple[dict, pathlib.Path | str, pathlib.Path]:
                             "workdir); train one with train.py")
     return _read_config(path.parent / "config.json"), path, \
         path.parent / "reports"
+
+
+def _system_dir(path) -> bool:
+    """Whether `path` is a detection system saved by train.py's defense
+    stage (a directory with system.json)."""
+    return (pathlib.Path(path) / "system.json").is_file()
 
 
 def _read_config(path: pathlib.Path) -> dict:
@@ -319,6 +332,8 @@ def main(argv):
     del argv
     cfg, model_path, report_dir = _settings()
     _check_flags(report_dir)
+    if _system_dir(model_path):
+        return _detection(model_path, report_dir)
     suite = _suite_spec() if _SUITE.value else None
     if suite is None and not _CAAD_INPUT.value:
         _attack_config(cfg)  # checks the threat model before any work
@@ -630,3 +645,46 @@ def _transfer_matrix(model, ds, attack, markdown) -> dict:
 
 if __name__ == "__main__":
     cli.run(main)
+
+
+def _detection(system_dir: pathlib.Path, report_dir: pathlib.Path) -> None:
+    """Detection mode (evaluation.detection_report): the system's naive
+    and adaptive attacks on the first --num_examples (<= 5000) test images.
+
+    Raises:
+        UserError: a bad system directory, --num_examples above 5000 (the
+            calibration images start there), or an existing report.
+    """
+    from evaluation import detection_report
+    from models.detection import load_system
+    from training.defense_stage import CALIBRATION_START, fmnist_arrays
+
+    num = _NUM.value or 1000
+    if num > CALIBRATION_START:
+        raise UserError(f"--num_examples={num} is not accepted for a "
+                        f"detection system; expected <= {CALIBRATION_START} "
+                        "(its thresholds were set on the test images from "
+                        f"index {CALIBRATION_START})")
+    system = load_system(system_dir)
+    specs = dict(system.config.get("attacks", {}))
+    steps = _single_steps()
+    for role, spec in specs.items():
+        spec = dict(spec)
+        if steps is not None and "steps" in spec:
+            spec["steps"] = steps
+        if _RESTARTS.value is not None and role == "adaptive":
+            spec["restarts"] = _RESTARTS.value
+        specs[role] = spec
+    x, y = fmnist_arrays("test", 0, num)
+    out = pathlib.Path(_OUTPUT.value) if _OUTPUT.value else None
+    folder = out.parent if out else report_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    label = out.stem if out else f"detection_{system.kind}_n{num}"
+    try:
+        report = detection_report.evaluate_system(
+            system, x, y, folder, attack_specs=specs, seed=_SEED.value,
+            batch_size=_BATCH.value or 100, label=label)
+    except FileExistsError as e:
+        raise UserError(str(e)) from None
+    print(detection_report.markdown(report))
+    print(f"report: {folder / label}.json")

@@ -189,6 +189,10 @@ def main(argv):
     ds_train, ds_eval, steps_per_epoch = _datasets(cfg, info, batch)
 
     # ----------------------------------------------------------- stage(s)
+    if cfg.get("defense") is not None:
+        _defense_run(cfg, workdir, config_json, strategy, ds_train, ds_eval,
+                     info, steps_per_epoch)
+        return
     # Defensive distillation trains a teacher first, in <workdir>/teacher
     # (reused, not retrained, when a resumed run finds it finished).
     teacher = None
@@ -208,6 +212,47 @@ def main(argv):
     fit_stage(cfg, workdir, config_json, strategy, ds_train, ds_eval, info,
               steps_per_epoch, teacher=teacher)
     print(f"\nNext: python evaluate.py --workdir={_WORKDIR.value}")
+
+
+def _defense_run(cfg, workdir, config_json, strategy, ds_train, ds_eval,
+                 info, steps_per_epoch):
+    """A recipe with a `defense` section: the classifier (`defense.
+    classifier`, else trained here in <workdir>/classifier and reused by a
+    rerun), then training.defense_stage builds, calibrates and saves the
+    detection system or purified model.
+
+    Raises:
+        UserError: the defense's output exists, or its stage refuses the
+            recipe.
+    """
+    import checkpoints
+    from core.errors import UserError
+    from training import defense_stage
+
+    out = defense_stage.output_path(cfg, workdir)
+    if out.exists():
+        raise UserError(f"--workdir={workdir} holds a finished run ({out}); "
+                        "choose a fresh --workdir")
+    if cfg.defense.classifier:
+        paths.check_input_file(cfg.defense.classifier,
+                               "recipe field defense.classifier")
+        classifier = checkpoints.load_model_file(cfg.defense.classifier)
+    else:
+        cdir = workdir / "classifier"
+        if (cdir / "model.keras").exists():
+            classifier = checkpoints.load_model_file(cdir / "model.keras")
+        else:
+            prepare_workdir(cdir, config_json, write=False)
+            classifier = fit_stage(cfg, cdir, config_json, strategy,
+                                   ds_train, ds_eval, info, steps_per_epoch,
+                                   teacher=None)
+    prepare_workdir(workdir, config_json)
+    try:
+        defense_stage.fit_defense(cfg, classifier, workdir)
+    except (ValueError, FileExistsError) as e:
+        raise UserError(str(e)) from None
+    if cfg.defense.name in ranges.DETECTORS:
+        print(f"\nNext: python evaluate.py --model={out}")
 
 
 def _datasets(cfg, info, batch):

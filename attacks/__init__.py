@@ -12,7 +12,7 @@ import functools
 import inspect
 from typing import Any, Callable, Mapping
 
-from attacks._registry import ATTACKS
+from attacks._registry import ATTACKS, SYSTEM_ATTACKS
 # Importing an attack module registers its attacks.
 from attacks.apgd import apgd_ce, apgd_dlr
 from attacks.bpda import bpda, with_straight_through
@@ -20,6 +20,7 @@ from attacks.cw import cw_l2
 from attacks.cw_l0 import cw_l0
 from attacks.cw_linf import cw_linf
 from attacks.deepfool import deepfool
+from attacks.detector_joint import detector_joint
 from attacks.eot import eot
 from attacks.exact_eot import exact_eot
 from attacks.fgsm import fgm, fgsm
@@ -30,6 +31,7 @@ from attacks.mi_fgsm import mi_fgsm
 from attacks.one_pixel import one_pixel
 from attacks.pgd import bim, pgd
 from attacks.rfgsm import rfgsm
+from attacks.specialists_targeted import specialists_targeted
 from attacks.spsa import spsa
 from attacks.square import square
 from attacks.trades_kl import trades_kl
@@ -38,9 +40,9 @@ from attacks.adaptive import adaptive_model, require_adaptive, threat_model
 
 __all__ = [
     "apgd_ce", "apgd_dlr", "bim", "bpda", "cw_l0", "cw_l2", "cw_linf",
-    "deepfool", "eot", "exact_eot", "fgm", "fgsm", "from_config",
-    "get_attack", "illc", "lbfgs", "list_attacks", "ls_pga", "mi_fgsm",
-    "one_pixel", "pgd", "rfgsm", "spsa", "square", "trades_kl", "transfer",
+    "deepfool", "detector_joint", "eot", "exact_eot", "fgm", "fgsm", "from_config",
+    "get_attack", "get_system_attack", "illc", "lbfgs", "list_attacks", "list_system_attacks", "ls_pga", "mi_fgsm",
+    "one_pixel", "pgd", "rfgsm", "specialists_targeted", "spsa", "square", "trades_kl", "transfer",
     "with_straight_through",
     "EAGER_ONLY",
 ]
@@ -69,6 +71,21 @@ def get_attack(name: str) -> Callable[..., Any]:
 def list_attacks(pattern: str = "*") -> list[str]:
     """Registered attack names matching the fnmatch `pattern`."""
     return ATTACKS.names(pattern)
+
+
+def get_system_attack(name: str) -> Callable[..., Any]:
+    """The detection-system attack registered as `name` ("detector_joint",
+    "specialists_targeted"): `fn(system, x, y, **kwargs) -> x_adv`.
+
+    Raises:
+        KeyError: unknown name; the message lists the registered ones.
+    """
+    return SYSTEM_ATTACKS.get(name)
+
+
+def list_system_attacks(pattern: str = "*") -> list[str]:
+    """Registered detection-system attack names matching `pattern`."""
+    return SYSTEM_ATTACKS.names(pattern)
 
 
 def from_config(config: Mapping[str, Any]) -> Callable[..., Any]:

@@ -8,6 +8,8 @@ All pixel values, `eps` and `step_size` are on the [0, 1] scale.
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 
 ARGS = ("smoke",)
@@ -158,3 +160,71 @@ def fmnist_smoke(c: ml_collections.ConfigDict) -> None:
     if c.train.overfit_check is not None:
         c.train.overfit_check.examples = 32
         c.train.overfit_check.attack.steps = 2
+
+
+def defense_fmnist(name: str, *, fit: dict | None = None,
+                   naive_attack: dict | None = None,
+                   adaptive_attack: dict | None = None,
+                   fpr: float = 0.05) -> ml_collections.ConfigDict:
+    """`madry_cnn_fmnist()` (the undefended classifier, naturally trained)
+    plus a `defense` section (training/defense_stage.py):
+
+    - `name`: one of `ranges.DEFENSES`;
+    - `classifier`: a trained `model.keras` to reuse, or None to train the
+      recipe's classifier first (in <workdir>/classifier);
+    - `fpr`: the clean false-positive rate the thresholds are set at;
+    - `num_train_examples`: training images the defense's own parts see
+      (None: all 60000); `calibration_examples`: held-out test images
+      (from index 5000) the thresholds are set on; `seed`;
+    - `fit`: keyword arguments of the defense's fit / build function;
+    - `naive_attack` / `adaptive_attack`: what evaluate.py runs on a
+      detection system (naive: on the undefended classifier; adaptive: on
+      the whole system). Purifiers are evaluated with evaluate.py's own
+      attack flags (BPDA / EOT as the layers demand, `--naive` for the
+      naive number).
+    """
+    c = madry_cnn_fmnist()
+    c.defense = ml_collections.ConfigDict({
+        "name": name,
+        "classifier": ml_collections.FieldReference(None, str),
+        "fpr": float(fpr),
+        "num_train_examples": ml_collections.FieldReference(None, int),
+        "calibration_examples": 5000,
+        "seed": 0,
+        "fit": dict(fit or {}),
+        "naive_attack": dict(naive_attack or cw_l2_attack()),
+        "adaptive_attack": dict(adaptive_attack or {}),
+    })
+    return c
+
+
+def cw_l2_attack(steps: int = 100, binary_search_steps: int = 5,
+                 **kwargs) -> dict:
+    """C&W L2 settings (arXiv 1608.04644) for the detection studies."""
+    return {"name": "cw_l2", "steps": steps,
+            "binary_search_steps": binary_search_steps, **kwargs}
+
+
+def joint_attack(name: str = "detector_joint", steps: int = 100,
+                 binary_search_steps: int = 5, restarts: int = 2,
+                 **kwargs) -> dict:
+    """A detection-system attack (`attacks.list_system_attacks()`)."""
+    return {"name": name, "steps": steps,
+            "binary_search_steps": binary_search_steps,
+            "restarts": restarts, **kwargs}
+
+
+def defense_smoke(c: ml_collections.ConfigDict, **fit: Any) -> None:
+    """`madry_cnn_smoke` plus a tiny defense stage: 300 training images,
+    64 calibration images, few attack steps, and `fit` overrides."""
+    madry_cnn_smoke(c)
+    c.defense.num_train_examples = 300
+    c.defense.calibration_examples = 64
+    c.defense.fit.update(fit)
+    for key in ("naive_attack", "adaptive_attack"):
+        attack = c.defense[key]
+        if "steps" in attack:
+            attack.steps = 5
+            attack.binary_search_steps = 2
+        if "restarts" in attack:
+            attack.restarts = 1

@@ -29,6 +29,14 @@ WARMUP_SCHEDULES = ("cosine", "piecewise")
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
 ATTACK_TARGETS = ("label", "random")
 CHANNELS = (1, 3)
+#: Detection defenses (a `DetectionSystem`, models/detection/) and input
+#: purifiers (a purifier layer before the classifier) that
+#: `defense.name` can build (training/defense_stage.py).
+DETECTORS = ("feature_squeezing", "specialists", "magnet", "lid",
+             "unrelated_detectors")
+PURIFIERS = ("jpeg", "tv_minimization", "image_quilting", "defense_gan",
+             "pixel_defend")
+DEFENSES = DETECTORS + PURIFIERS
 #: Largest seed that every backend's RNG accepts (int32).
 MAX_SEED = 2 ** 31 - 1
 
@@ -157,6 +165,11 @@ FIELDS: dict[str, Spec] = {
     "train.overfit_check.max_drop": Range(0, 1),
     "eval.batch_size": Range(1, integer=True),
     "eval.num_examples": Range(1, integer=True, optional=True),
+    "defense.name": Choice(DEFENSES),
+    "defense.fpr": Range(0, 1, lo_open=True, hi_open=True,
+                         note="false-positive rate on clean images"),
+    "defense.num_train_examples": Range(100, integer=True, optional=True),
+    "defense.calibration_examples": Range(20, 5000, integer=True),
     "runtime.jit_compile": Flag(),
     "runtime.mixed_precision": Flag(),
 }
