@@ -19,6 +19,9 @@ import keras
 
 # Importing the model modules registers their entry functions.
 from models import cifar_resnet, madry_cnn, resnet, wide_resnet  # noqa: F401
+# Registers the Keras layers of the generative models (MaskedConv2D), which
+# the purifier layers' saved models need.
+from models import dcgan, pixelcnn  # noqa: F401
 from models._common import MODELS
 
 __all__ = ["create_model", "list_models"]

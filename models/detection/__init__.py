@@ -10,6 +10,10 @@ parts (the training itself lives in `training/detection/`):
 - `unrelated_detectors`: the ensemble of He et al. 2017 (arXiv 1706.04701).
 """
 
+# Importing the defense modules registers their Keras layers, so that
+# `load_system` can deserialize any saved system.
+from models.detection import (feature_squeezing, lid, magnet,  # noqa: F401
+                              specialists, unrelated_detectors)
 from models.detection.detection_system import (DetectionSystem,
                                                is_system_dir, load_system)
 

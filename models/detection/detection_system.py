@@ -44,21 +44,13 @@ SYSTEM_FILE = "system.json"
 
 def _flags(model: keras.Model) -> tuple[bool, bool]:
     """`(differentiable, randomized)` of every layer of `model`."""
-    layers = [model]
-    seen, diff, rand = set(), True, False
-    while layers:
-        layer = layers.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        diff &= bool(getattr(type(layer), "differentiable", True))
-        rand |= bool(getattr(type(layer), "randomized", False))
-        layers.extend(getattr(layer, "_layers", []) or [])
-        layers.extend(getattr(layer, "layers", []) or [])
-        for value in vars(layer).values():
-            if isinstance(value, keras.layers.Layer):
-                layers.append(value)
-    return diff, rand
+    from core.keras_internals import flatten_layers
+
+    layers = list(flatten_layers(model, include_self=True))
+    return (all(getattr(type(layer), "differentiable", True)
+                for layer in layers),
+            any(getattr(type(layer), "randomized", False)
+                for layer in layers))
 
 
 class DetectionSystem:
@@ -241,7 +233,7 @@ def is_system_dir(path: str | os.PathLike) -> bool:
     return (pathlib.Path(path) / SYSTEM_FILE).is_file()
 
 
-def _load_model(path: pathlib.Path) -> keras.Model:
+def _read_model(path: pathlib.Path) -> keras.Model:
     from core.errors import UserError
 
     try:
@@ -264,8 +256,10 @@ def load_system(path: str | os.PathLike) -> DetectionSystem:
             it).
     """
     # Registers the project's layers for deserialization.
+    # (importing models.detection, this module's package, registered the
+    # detection modules' layers.)
     import layers  # noqa: F401
-    import models.detection  # noqa: F401
+    import models  # noqa: F401 (the generative models' layers)
     from core.errors import UserError
 
     path = pathlib.Path(path)
@@ -276,7 +270,7 @@ def load_system(path: str | os.PathLike) -> DetectionSystem:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path / SYSTEM_FILE} is not a detection system "
                         f"description ({err})") from None
-    models = {name: _load_model(path / f"{name}.keras") for name in parts}
+    models = {name: _read_model(path / f"{name}.keras") for name in parts}
     arrays = {}
     if meta.get("arrays"):
         with np.load(path / "arrays.npz") as data:
