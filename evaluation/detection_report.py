@@ -32,10 +32,17 @@ NAIVE_NOTE = ("naive: defense-unaware attack on the undefended classifier; "
               "not a robustness number")
 
 
-def _batched(fn, x, y, batch_size):
-    out = [np.asarray(fn(x[i:i + batch_size], y[i:i + batch_size]),
-                      np.float32)
-           for i in range(0, len(x), batch_size)]
+def _batched(fn, x, y, batch_size, label=""):
+    """`fn` over batches of `(x, y)`, with a Keras progress bar."""
+    import keras
+
+    print(label, flush=True)
+    bar = keras.utils.Progbar(len(x), unit_name="image")
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(np.asarray(fn(x[i:i + batch_size], y[i:i + batch_size]),
+                              np.float32))
+        bar.add(len(out[-1]))
     return np.concatenate(out)
 
 
@@ -51,14 +58,14 @@ def run_attack(system: Any, role: str, spec: Mapping[str, Any],
         base = system.components.get("base", system.classifier)
         fn = attacks.get_attack(name)
         return _batched(lambda a, b: fn(base, a, b, **kwargs), x, y,
-                        batch_size), None
+                        batch_size, f"naive {name} on the classifier"), None
     fn = attacks.get_system_attack(name)
     targets = None
     if name == "specialists_targeted":
         targets = random_targets(y, system.classifier.output_shape[-1], seed)
     goal = y if targets is None else targets
     x_adv = _batched(lambda a, b: fn(system, a, b, seed=seed, **kwargs),
-                     x, goal, batch_size)
+                     x, goal, batch_size, f"adaptive {name} on the system")
     return x_adv, targets
 
 

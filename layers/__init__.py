@@ -7,12 +7,18 @@ evaluation reads to insist on BPDA (non-differentiable layers) or EOT
 expect pixels in [0, 1].
 """
 
+from layers.defense_gan_projection import DefenseGanProjection
+from layers.image_quilting import ImageQuilting
+from layers.jpeg_compression import JpegCompression
 from layers.nonlocal_denoise import NonLocalDenoise
+from layers.pixel_defend import PixelDefend
 from layers.random_resize_pad import RandomResizePad
 from layers.squeezers import BitDepthReduction, MedianSmoothing2D
 from layers.stochastic_activation_pruning import StochasticActivationPruning
 from layers.thermometer import ThermometerEncoding
+from layers.total_variation_minimization import TotalVariationMinimization
 
-__all__ = ["BitDepthReduction", "MedianSmoothing2D", "NonLocalDenoise",
-           "RandomResizePad", "StochasticActivationPruning",
-           "ThermometerEncoding"]
+__all__ = ["BitDepthReduction", "DefenseGanProjection", "ImageQuilting",
+           "JpegCompression", "MedianSmoothing2D", "NonLocalDenoise",
+           "PixelDefend", "RandomResizePad", "StochasticActivationPruning",
+           "ThermometerEncoding", "TotalVariationMinimization"]
