@@ -1,0 +1,30 @@
+"""Defense-GAN on Fashion-MNIST (Samangouei, Kabkab & Chellappa, ICLR
+2018, arXiv 1805.06605): a GAN trained here, then each input is projected
+onto the generator's range by L gradient-descent steps on z from R random
+starts, and the classifier reads G(z*).
+
+Randomized and non-differentiable: evaluate.py attacks it with BPDA + EOT
+(Athalye et al. 2018, arXiv 1802.00420, Sec. 5.4.1).
+
+Command:  python train.py --recipe=defense_gan_fmnist --workdir=/tmp/defense_gan
+          python evaluate.py --workdir=/tmp/defense_gan --num_examples=500
+Smoke:    python train.py --recipe=defense_gan_fmnist:smoke --workdir=/tmp/s
+Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
+Evaluation: the base recipe's PGD-20 (L-inf eps 0.1, step 0.01, random
+start), through BPDA / EOT as the purifier's flags demand; `--naive` gives
+the defense-unaware number.
+"""
+
+import ml_collections
+
+from recipes import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg)
+    c = common.defense_fmnist(
+        "defense_gan", fit={"epochs": 3, "width": 32, "latent_dim": 128,
+                            "steps": 200, "restarts": 10})
+    if args.smoke:
+        common.defense_smoke(c, epochs=1, steps=5, restarts=2)
+    return c

@@ -1,0 +1,29 @@
+"""Image quilting as an input purifier on Fashion-MNIST (Guo et al., ICLR
+2018, arXiv 1711.00117, Sec. 3.3): each patch replaced by one of its K
+nearest neighbours in a database of clean training patches.
+
+Randomized and non-differentiable: evaluate.py attacks it with BPDA + EOT
+(Athalye et al. 2018, arXiv 1802.00420, Sec. 5.4.1).
+
+Command:  python train.py --recipe=image_quilting_fmnist --workdir=/tmp/image_quilting
+          python evaluate.py --workdir=/tmp/image_quilting --num_examples=500
+Smoke:    python train.py --recipe=image_quilting_fmnist:smoke --workdir=/tmp/s
+Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
+Evaluation: the base recipe's PGD-20 (L-inf eps 0.1, step 0.01, random
+start), through BPDA / EOT as the purifier's flags demand; `--naive` gives
+the defense-unaware number.
+"""
+
+import ml_collections
+
+from recipes import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg)
+    c = common.defense_fmnist(
+        "image_quilting", fit={"patch_size": 4, "neighbours": 10,
+                               "max_patches": 20000})
+    if args.smoke:
+        common.defense_smoke(c, max_patches=2000)
+    return c

@@ -1,0 +1,35 @@
+"""LID detector on Fashion-MNIST (Ma et al., ICLR 2018, arXiv 1801.02613,
+Sec. 3-4): per-layer local intrinsic dimensionality of the input's
+activations among a clean reference minibatch's k nearest neighbours, and a
+logistic-regression detector trained on clean, noisy and adversarial
+examples.
+
+Athalye et al. 2018 (arXiv 1802.00420, Sec. 5.1) and Carlini & Wagner
+(arXiv 1705.07263's methodology) reduce it to ~0% detection with an attack
+that includes the detector's loss (`detector_joint`).
+
+Command:  python train.py --recipe=lid_fmnist --workdir=/tmp/lid
+          python evaluate.py --workdir=/tmp/lid --num_examples=500
+Smoke:    python train.py --recipe=lid_fmnist:smoke --workdir=/tmp/s
+Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
+Attacks: naive C&W L2 on the undefended classifier and the adaptive
+`detector_joint` on the whole system, each 50 Adam steps x 4 values of c (one
+start): what this 2-core CPU affords for 500 images; raise them with
+evaluate.py --steps / --restarts.
+"""
+
+import ml_collections
+
+from recipes import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg)
+    c = common.defense_fmnist(
+        "lid",
+        naive_attack=common.cw_l2_attack(steps=50, binary_search_steps=4),
+        adaptive_attack=common.joint_attack(
+            "detector_joint", steps=50, binary_search_steps=4, restarts=1))
+    if args.smoke:
+        common.defense_smoke(c)
+    return c

@@ -1,0 +1,33 @@
+"""MagNet on Fashion-MNIST (Meng & Chen, CCS 2017, arXiv 1705.09064, Sec.
+5 and its MNIST architecture): two autoencoder detectors (reconstruction
+error), the probability-divergence detectors (JSD at T=10, 40), and the
+autoencoder reformer in front of the classifier.
+
+Carlini & Wagner 2017 (arXiv 1711.08478) break it white-box with C&W
+through the reformer and detectors (`detector_joint`), ~100% success.
+
+Command:  python train.py --recipe=magnet_fmnist --workdir=/tmp/magnet
+          python evaluate.py --workdir=/tmp/magnet --num_examples=500
+Smoke:    python train.py --recipe=magnet_fmnist:smoke --workdir=/tmp/s
+Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
+Attacks: naive C&W L2 on the undefended classifier and the adaptive
+`detector_joint` on the whole system, each 50 Adam steps x 4 values of c (one
+start): what this 2-core CPU affords for 500 images; raise them with
+evaluate.py --steps / --restarts.
+"""
+
+import ml_collections
+
+from recipes import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg)
+    c = common.defense_fmnist(
+        "magnet",
+        naive_attack=common.cw_l2_attack(steps=50, binary_search_steps=4),
+        adaptive_attack=common.joint_attack(
+            "detector_joint", steps=50, binary_search_steps=4, restarts=1))
+    if args.smoke:
+        common.defense_smoke(c, epochs=1)
+    return c

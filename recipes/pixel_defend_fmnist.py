@@ -1,0 +1,28 @@
+"""PixelDefend on Fashion-MNIST (Song et al., ICLR 2018, arXiv
+1710.10766, Algorithm 1): a PixelCNN trained here, then greedy
+eps-bounded purification in raster order.
+
+Non-differentiable: evaluate.py attacks it with BPDA (identity backward),
+as Athalye et al. 2018 (arXiv 1802.00420, Sec. 5.4.2) did.
+
+Command:  python train.py --recipe=pixel_defend_fmnist --workdir=/tmp/pixel_defend
+          python evaluate.py --workdir=/tmp/pixel_defend --num_examples=500
+Smoke:    python train.py --recipe=pixel_defend_fmnist:smoke --workdir=/tmp/s
+Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
+Evaluation: the base recipe's PGD-20 (L-inf eps 0.1, step 0.01, random
+start), through BPDA / EOT as the purifier's flags demand; `--naive` gives
+the defense-unaware number.
+"""
+
+import ml_collections
+
+from recipes import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg)
+    c = common.defense_fmnist(
+        "pixel_defend", fit={"epochs": 1, "filters": 16, "num_layers": 3})
+    if args.smoke:
+        common.defense_smoke(c, epochs=1)
+    return c

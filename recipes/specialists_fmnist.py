@@ -1,0 +1,36 @@
+"""Specialists+1 ensemble on Fashion-MNIST (Abbasi & Gagne 2017, arXiv
+1702.06856, Sec. 3): a generalist plus, per class, one specialist on the
+classes holding the top 80% of its confusions and one on the rest; the
+voters' average confidence below the threshold rejects.
+
+He et al. 2017 (arXiv 1706.04701, Sec. 4) break it with a targeted
+high-confidence attack summing the losses of the classifiers a unanimous
+vote needs (`specialists_targeted`), at a distortion only ~6% above the
+generalist alone.
+
+Command:  python train.py --recipe=specialists_fmnist --workdir=/tmp/specialists
+          python evaluate.py --workdir=/tmp/specialists --num_examples=500
+Smoke:    python train.py --recipe=specialists_fmnist:smoke --workdir=/tmp/s
+Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
+Attacks: naive C&W L2 on the undefended classifier and the adaptive
+`specialists_targeted` on the whole system, each 50 Adam steps x 4 values of c (one
+start): what this 2-core CPU affords for 500 images; raise them with
+evaluate.py --steps / --restarts.
+"""
+
+import ml_collections
+
+from recipes import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg)
+    c = common.defense_fmnist(
+        "specialists",
+        naive_attack=common.cw_l2_attack(steps=50, binary_search_steps=4),
+        adaptive_attack=common.joint_attack(
+            "specialists_targeted", steps=50, binary_search_steps=4, restarts=1))
+    if args.smoke:
+        common.defense_smoke(c, epochs=1, confusion_images=100,
+                             max_per_class=30)
+    return c

@@ -1,0 +1,29 @@
+"""Total-variation minimization as an input purifier on Fashion-MNIST
+(Guo et al., ICLR 2018, arXiv 1711.00117, Sec. 3.2): random pixel dropout,
+then the TV-regularised reconstruction.
+
+Randomized and non-differentiable: evaluate.py attacks it with BPDA + EOT
+(Athalye et al. 2018, arXiv 1802.00420, Sec. 5.4.1).
+
+Command:  python train.py --recipe=tv_minimization_fmnist --workdir=/tmp/tv_minimization
+          python evaluate.py --workdir=/tmp/tv_minimization --num_examples=500
+Smoke:    python train.py --recipe=tv_minimization_fmnist:smoke --workdir=/tmp/s
+Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
+Evaluation: the base recipe's PGD-20 (L-inf eps 0.1, step 0.01, random
+start), through BPDA / EOT as the purifier's flags demand; `--naive` gives
+the defense-unaware number.
+"""
+
+import ml_collections
+
+from recipes import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg)
+    c = common.defense_fmnist(
+        "tv_minimization", fit={"drop_prob": 0.5, "tv_weight": 0.03,
+                                "steps": 200})
+    if args.smoke:
+        common.defense_smoke(c, steps=10)
+    return c

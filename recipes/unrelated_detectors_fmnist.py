@@ -1,0 +1,34 @@
+"""The ensemble of unrelated detectors of He et al. 2017 (arXiv 1706.04701,
+Sec. 5) on Fashion-MNIST: an input binary classifier (Gong et al. 2017,
+arXiv 1704.04960), a detector subnetwork on inner features (Metzen et al.
+2017, arXiv 1702.04267) and kernel density estimation (Feinman et al.
+2017, arXiv 1703.00410). Rejected when any of them fires.
+
+He et al. fool all three at once with the joint-loss attack
+(`detector_joint`).
+
+Command:  python train.py --recipe=unrelated_detectors_fmnist --workdir=/tmp/unrelated_detectors
+          python evaluate.py --workdir=/tmp/unrelated_detectors --num_examples=500
+Smoke:    python train.py --recipe=unrelated_detectors_fmnist:smoke --workdir=/tmp/s
+Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
+Attacks: naive C&W L2 on the undefended classifier and the adaptive
+`detector_joint` on the whole system, each 50 Adam steps x 4 values of c (one
+start): what this 2-core CPU affords for 500 images; raise them with
+evaluate.py --steps / --restarts.
+"""
+
+import ml_collections
+
+from recipes import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg)
+    c = common.defense_fmnist(
+        "unrelated_detectors",
+        naive_attack=common.cw_l2_attack(steps=50, binary_search_steps=4),
+        adaptive_attack=common.joint_attack(
+            "detector_joint", steps=50, binary_search_steps=4, restarts=1))
+    if args.smoke:
+        common.defense_smoke(c, epochs=1)
+    return c
