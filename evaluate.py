@@ -643,10 +643,6 @@ def _transfer_matrix(model, ds, attack, markdown) -> dict:
                             markdown)
 
 
-if __name__ == "__main__":
-    cli.run(main)
-
-
 def _detection(system_dir: pathlib.Path, report_dir: pathlib.Path) -> None:
     """Detection mode (evaluation.detection_report): the system's naive
     and adaptive attacks on the first --num_examples (<= 5000) test images.
@@ -688,3 +684,7 @@ def _detection(system_dir: pathlib.Path, report_dir: pathlib.Path) -> None:
         raise UserError(str(e)) from None
     print(detection_report.markdown(report))
     print(f"report: {folder / label}.json")
+
+
+if __name__ == "__main__":
+    cli.run(main)
