@@ -227,7 +227,7 @@ def magnet_system(classifier: keras.Model, ae_1: keras.Model,
             each > 0 and distinct (the paper's CIFAR-10 setting: 10, 40).
 
     Returns:
-        A `DetectionSystem` of kind "magnet", components "base_classifier",
+        A `DetectionSystem` of kind "magnet", components "base",
         "autoencoder_1", "autoencoder_2".
 
     Raises:
@@ -261,6 +261,6 @@ def magnet_system(classifier: keras.Model, ae_1: keras.Model,
               "paper_fpr_per_detector": 0.001}
     return DetectionSystem(
         "magnet", reformed, detector, names,
-        components={"base_classifier": classifier, "autoencoder_1": ae_1,
+        components={"base": classifier, "autoencoder_1": ae_1,
                     "autoencoder_2": ae_2},
         config=config)

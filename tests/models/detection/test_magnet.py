@@ -101,7 +101,7 @@ def test_detector_and_reformer_wiring():
     x = _images()
     ae1 = system.components["autoencoder_1"]
     ae2 = system.components["autoencoder_2"]
-    f = system.components["base_classifier"]
+    f = system.components["base"]
     r1, r2 = np.asarray(ae1(x)), np.asarray(ae2(x))
     z, z_rec = np.asarray(f(x)), np.asarray(f(r1))
     want = np.stack([
@@ -157,7 +157,7 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.logits(x), system.logits(x),
                                rtol=1e-6, atol=1e-7)
     assert sorted(loaded.components) == ["autoencoder_1", "autoencoder_2",
-                                         "base_classifier"]
+                                         "base"]
     assert loaded.config["temperatures"] == [10.0, 40.0]
 
 
