@@ -358,6 +358,31 @@ def _check_head(head, feature_shape, layer):
                          f"{layer!r} gives {want}")
 
 
+def _check_parts(gong, metzen, kde_features, image_shape, inner_shape,
+                 hidden_shape, metzen_layer, kde_layer):
+    """`kde_features` as float32 `(points, D)`.
+
+    Raises:
+        ValueError: a head, detector or feature array of the wrong shape.
+    """
+    _check_head(metzen, inner_shape, metzen_layer)
+    if tuple(gong.input_shape[1:]) != image_shape or \
+            tuple(gong.output_shape[1:]) != (1,):
+        raise ValueError(f"gong must map images {image_shape} to one logit; "
+                         f"got {gong.input_shape} -> {gong.output_shape}")
+    if tuple(metzen.output_shape[1:]) != (1,):
+        raise ValueError(f"the Metzen head must output one logit; got "
+                         f"{metzen.output_shape}")
+    if len(hidden_shape) != 2:
+        raise ValueError(f"kde_layer {kde_layer!r} must give flat features "
+                         f"(batch, D); got {tuple(hidden_shape)}")
+    kde_features = np.asarray(kde_features, np.float32)
+    if kde_features.ndim != 2:
+        raise ValueError("kde_features must be (points, D); got shape "
+                         f"{kde_features.shape}")
+    return kde_features
+
+
 def unrelated_detectors_system(
     classifier: keras.Model,
     gong: keras.Model,
@@ -414,21 +439,9 @@ def unrelated_detectors_system(
                         [inner_out, hidden_out, classifier.outputs[0]],
                         name="classifier_features")
     inner_shape, hidden_shape = inner_out.shape, hidden_out.shape
-    _check_head(metzen, inner_shape, metzen_layer)
-    if tuple(gong.input_shape[1:]) != image_shape or \
-            tuple(gong.output_shape[1:]) != (1,):
-        raise ValueError(f"gong must map images {image_shape} to one logit; "
-                         f"got {gong.input_shape} -> {gong.output_shape}")
-    if tuple(metzen.output_shape[1:]) != (1,):
-        raise ValueError(f"the Metzen head must output one logit; got "
-                         f"{metzen.output_shape}")
-    if len(hidden_shape) != 2:
-        raise ValueError(f"kde_layer {kde_layer!r} must give flat features "
-                         f"(batch, D); got {tuple(hidden_shape)}")
-    kde_features = np.asarray(kde_features, np.float32)
-    if kde_features.ndim != 2:
-        raise ValueError("kde_features must be (points, D); got shape "
-                         f"{kde_features.shape}")
+    kde_features = _check_parts(gong, metzen, kde_features, image_shape,
+                                inner_shape, hidden_shape, metzen_layer,
+                                kde_layer)
 
     inputs = keras.Input(image_shape, name="image")
     inner, hidden, logits = trunk(inputs)
@@ -439,6 +452,14 @@ def unrelated_detectors_system(
     counts = np.bincount(np.asarray(kde_labels), minlength=num_classes)
     scores = keras.layers.Concatenate(axis=-1, name="scores")(columns)
     detector = keras.Model(inputs, scores, name="unrelated_detectors")
+    return DetectionSystem(KIND, classifier, detector, NAMES,
+                           config=_settings(metzen_layer, kde_layer,
+                                            bandwidth, counts, config))
+
+
+def _settings(metzen_layer, kde_layer, bandwidth, counts, config):
+    """The system's `config`: paper, members and KDE settings, then
+    `config`."""
     settings = {
         "paper": PAPER,
         "members": {
@@ -453,5 +474,4 @@ def unrelated_detectors_system(
         "kde_points_per_class": counts.tolist(),
     }
     settings.update(config or {})
-    return DetectionSystem(KIND, classifier, detector, NAMES,
-                           config=settings)
+    return settings

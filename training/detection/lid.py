@@ -110,6 +110,33 @@ def _regression(f_clean, f_noisy, f_adv):
                          "num_train": int(len(f_clean))}
 
 
+def _split_train(classifier, x_train, y_train, rng, reference_size,
+                 max_train):
+    """`(reference images, x, y)`: a random reference batch, and at most
+    `max_train` other training images the classifier gets right.
+
+    Raises:
+        ValueError: bad images, `N <= reference_size`, or fewer than 10
+            correctly classified images.
+    """
+    x_train, y_train = _check(x_train, y_train, "x_train")
+    if len(x_train) <= reference_size:
+        raise ValueError(f"x_train must have more than reference_size="
+                         f"{reference_size} images; got {len(x_train)}")
+    perm = rng.permutation(len(x_train))
+    reference = x_train[perm[:reference_size]]
+    rest = perm[reference_size:]
+    rest = rest if max_train is None else rest[:max_train]
+    x, y = x_train[rest], y_train[rest]
+    right = np.argmax(classifier.predict(x, batch_size=256, verbose=0),
+                      -1) == y
+    x, y = x[right], y[right]
+    if len(x) < 10:
+        raise ValueError(f"only {len(x)} training images are classified "
+                         "correctly; LID needs at least 10")
+    return reference, x, y
+
+
 def fit_lid(classifier: keras.Model, x_train: np.ndarray,
             y_train: np.ndarray, *, x_val: np.ndarray | None = None,
             y_val: np.ndarray | None = None, seed: int = 0,
@@ -151,24 +178,11 @@ def fit_lid(classifier: keras.Model, x_train: np.ndarray,
             than 10 correctly classified training images.
         KeyError: an unknown attack name.
     """
-    x_train, y_train = _check(x_train, y_train, "x_train")
-    if len(x_train) <= reference_size:
-        raise ValueError(f"x_train must have more than reference_size="
-                         f"{reference_size} images; got {len(x_train)}")
     names = list(layer_names or default_layer_names(classifier))
     attack_fn, rng, times = _attack_fn(attack, seed), \
         np.random.default_rng(seed), {}
-    perm = rng.permutation(len(x_train))
-    reference = x_train[perm[:reference_size]]
-    rest = perm[reference_size:]
-    rest = rest if max_train is None else rest[:max_train]
-    x, y = x_train[rest], y_train[rest]
-    right = np.argmax(classifier.predict(x, batch_size=256, verbose=0),
-                      -1) == y
-    x, y = x[right], y[right]
-    if len(x) < 10:
-        raise ValueError(f"only {len(x)} training images are classified "
-                         "correctly; LID needs at least 10")
+    reference, x, y = _split_train(classifier, x_train, y_train, rng,
+                                   reference_size, max_train)
     start = time.perf_counter()
     x_adv, x_noisy = adversarial_and_noisy(classifier, x, y, attack_fn, rng)
     times["attack_seconds"] = round(time.perf_counter() - start, 1)

@@ -111,6 +111,43 @@ def _accuracy(net, classes, x_val, y_val):
     return float(np.mean(pred == np.asarray(y_val)[keep]))
 
 
+def _check_pair(x_train, y_train):
+    """`x_train` as float32 and `y_train` as int64 `(N,)`.
+
+    Raises:
+        ValueError: different lengths.
+    """
+    x_train = np.asarray(x_train, np.float32)
+    y_train = np.asarray(y_train).astype(np.int64).reshape(-1)
+    if len(x_train) != len(y_train):
+        raise ValueError(f"x_train and y_train differ in length: "
+                         f"{len(x_train)} vs {len(y_train)}")
+    return x_train, y_train
+
+
+def _train_all(sets, x_train, y_train, x_val, y_val, rng, *, num_classes,
+               max_per_class, verbose, train):
+    """One specialist per class set (in order); returns `(specialists,
+    validation accuracies or None)`."""
+    specialists, val_acc = [], []
+    for s, mask in enumerate(sets):
+        classes = np.flatnonzero(mask)
+        idx = _subset(y_train, classes, max_per_class, rng)
+        t0 = time.perf_counter()
+        net = _train_specialist(
+            classes, x_train[idx], y_train[idx], num_classes=num_classes,
+            name=f"specialist_{s}", **train)
+        acc = _accuracy(net, classes, x_val, y_val)
+        val_acc.append(acc)
+        if verbose:
+            extra = "" if acc is None else f", val acc {acc:.3f}"
+            print(f"specialist {s + 1}/{len(sets)} classes "
+                  f"{classes.tolist()}: {len(idx)} images, "
+                  f"{time.perf_counter() - t0:.1f}s{extra}", flush=True)
+        specialists.append(net)
+    return specialists, val_acc
+
+
 def fit_specialists(classifier: keras.Model, x_train: Any, y_train: Any, *,
                     x_val: Any = None, y_val: Any = None, seed: int = 0,
                     coverage: float = 0.8, confusion_source: str = "fgsm",
@@ -155,11 +192,7 @@ def fit_specialists(classifier: keras.Model, x_train: Any, y_train: Any, *,
         ValueError: a bad `confusion_source`, `coverage` or `class_sets`,
             or `x_train` / `y_train` of different lengths.
     """
-    x_train = np.asarray(x_train, np.float32)
-    y_train = np.asarray(y_train).astype(np.int64).reshape(-1)
-    if len(x_train) != len(y_train):
-        raise ValueError(f"x_train and y_train differ in length: "
-                         f"{len(x_train)} vs {len(y_train)}")
+    x_train, y_train = _check_pair(x_train, y_train)
     k = classifier.output_shape[-1]
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -173,24 +206,11 @@ def fit_specialists(classifier: keras.Model, x_train: Any, y_train: Any, *,
     else:
         conf, sets = None, _given_sets(class_sets, k)
     t_conf = time.perf_counter() - start
-    specialists, val_acc = [], []
-    for s, mask in enumerate(sets):
-        classes = np.flatnonzero(mask)
-        idx = _subset(y_train, classes, max_per_class, rng)
-        t0 = time.perf_counter()
-        net = _train_specialist(
-            classes, x_train[idx], y_train[idx], num_classes=k,
-            name=f"specialist_{s}", width=width, dense=dense,
-            learning_rate=learning_rate, epochs=epochs,
-            batch_size=batch_size)
-        acc = _accuracy(net, classes, x_val, y_val)
-        val_acc.append(acc)
-        if verbose:
-            extra = "" if acc is None else f", val acc {acc:.3f}"
-            print(f"specialist {s + 1}/{len(sets)} classes "
-                  f"{classes.tolist()}: {len(idx)} images, "
-                  f"{time.perf_counter() - t0:.1f}s{extra}", flush=True)
-        specialists.append(net)
+    specialists, val_acc = _train_all(
+        sets, x_train, y_train, x_val, y_val, rng, num_classes=k,
+        max_per_class=max_per_class, verbose=verbose,
+        train=dict(width=width, dense=dense, learning_rate=learning_rate,
+                   epochs=epochs, batch_size=batch_size))
     config = {
         "coverage": coverage, "confusion_source": confusion_source,
         "confusion_eps": confusion_eps,

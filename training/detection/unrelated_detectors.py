@@ -136,75 +136,13 @@ def _per_class_subsample(y, per_class, num_classes, rng):
     return np.sort(np.concatenate(idx))
 
 
-def fit_unrelated_detectors(
-    classifier: keras.Model,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    *,
-    x_val: np.ndarray | None = None,
-    y_val: np.ndarray | None = None,
-    seed: int = 0,
-    num_train: int = 5000,
-    attack: str = "fgsm",
-    eps: float = 0.1,
-    steps: int = 5,
-    step_size: float | None = None,
-    epochs: int = 3,
-    batch_size: int = 128,
-    learning_rate: float = 1e-3,
-    kde_per_class: int = 500,
-    bandwidth: float = MNIST_BANDWIDTH,
-    metzen_layer: str = "pool2",
-    kde_layer: str = "fc",
-    gong_width: int = 16,
-    metzen_filters: Sequence[int] = METZEN_FILTERS,
-    metzen_pools: int = 1,
-    verbose: int = 1,
-) -> DetectionSystem:
-    """Trains the Gong and Metzen detectors and sets up the KDE.
-
-    The classifier is never trained: its weights are the same after the
-    call. Defaults are scaled down from the papers' full-training-set runs
-    to about a minute of one CPU thread for the Madry CNN (module doc).
-
-    Args:
-        classifier: Functional Keras model, float32 images `(batch, H, W,
-            C)` in `[0, 1]` -> logits `(batch, classes)`, with layers named
-            `metzen_layer` and `kde_layer` (the Madry CNN's "pool2", "fc").
-        x_train: float32 `(N, H, W, C)` in `[0, 1]`; y_train: int `(N,)`.
-        x_val, y_val: optional held-out images and labels: adversarial
-            examples are crafted for them too and the detectors' validation
-            accuracy (clean vs adversarial, threshold at logit 0) is
-            recorded in `config["val_accuracy"]`. They are never trained
-            on, so they may also serve for `calibrate`.
-        seed: subsampling, PGD starts and the detectors' initialization
-            (through `keras.utils.set_random_seed(seed)`, which also seeds
-            the global NumPy / Python / backend generators).
-        num_train: training images used for the two detectors (each gives
-            one clean and one adversarial example), at most N.
-        attack: "fgsm" or "pgd" (L-inf), the adversary the detectors learn.
-        eps: its L-inf budget on the `[0, 1]` scale (0.1).
-        steps, step_size: PGD only (default step `eps / 4`).
-        epochs, batch_size, learning_rate: Adam training of both detectors.
-        kde_per_class: KDE reference points per class (fewer when a class
-            has fewer images).
-        bandwidth: KDE bandwidth (1.20, Feinman et al.'s MNIST value).
-        metzen_layer, kde_layer: classifier layers the Metzen head and the
-            KDE read.
-        gong_width: first-conv width of the Gong binary CNN.
-        metzen_filters, metzen_pools: the Metzen head's conv widths and
-            max-pools (`metzen_detector_head`).
-        verbose: 0 silent, 1 prints each stage and its time.
-
-    Returns:
-        An uncalibrated `DetectionSystem` ("gong", "metzen", "kde"); its
-        config records the settings, train/val accuracies and timings.
+def _check_fit_args(x_train, y_train, attack, num_train, epochs,
+                    kde_per_class, batch_size):
+    """Checked `(x_train, y_train)`.
 
     Raises:
-        ValueError: images not float in `[0, 1]` or labels not matching,
-            `num_train` / `epochs` / `kde_per_class` < 1, an unknown
-            `attack`, a layer name missing from the classifier, or a class
-            without training images.
+        ValueError: bad data, a count that is not an int >= 1, or an
+            unknown attack.
     """
     x_train, y_train = _check_data(x_train, y_train, "x_train")
     for name, value in (("num_train", num_train), ("epochs", epochs),
@@ -214,18 +152,19 @@ def fit_unrelated_detectors(
             raise ValueError(f"{name} must be an int >= 1; got {value!r}")
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {ATTACKS}; got {attack!r}")
-    num_classes = int(classifier.output_shape[-1])
-    say = print if verbose else (lambda *a, **k: None)
-    rng = np.random.default_rng(seed)
-    keras.utils.set_random_seed(seed)
-    times = {}
+    return x_train, y_train
 
+
+def _detector_data(classifier, x_train, y_train, x_val, y_val, rng,
+                   num_train, attack_kw, times, say):
+    """The binary detectors' training set: `num_train` clean training
+    images (label 0) and their adversarial examples (label 1), plus the
+    same for the validation images. Returns `(x, t, val or None,
+    classifier accuracy on the adversarial examples, n)`."""
     n = min(num_train, len(x_train))
     idx = np.sort(rng.choice(len(x_train), n, replace=False))
     x_clean, y_clean = x_train[idx], y_train[idx]
     t0 = time.perf_counter()
-    attack_kw = dict(attack=attack, eps=eps, steps=steps,
-                     step_size=step_size, seed=seed)
     x_adv = adversarial_examples(classifier, x_clean, y_clean, **attack_kw)
     adv_acc = float(np.mean(np.argmax(classifier.predict(
         x_adv, batch_size=500, verbose=0), -1) == y_clean))
@@ -239,19 +178,30 @@ def fit_unrelated_detectors(
                np.concatenate([np.zeros(len(x_val)),
                                np.ones(len(x_val))]).astype(np.float32))
     times["adversarial_s"] = time.perf_counter() - t0
-    say(f"[unrelated_detectors] {attack} eps={eps} on {n} images: "
-        f"classifier accuracy {adv_acc:.3f} ({times['adversarial_s']:.1f}s)")
+    say(f"[unrelated_detectors] {attack_kw['attack']} eps="
+        f"{attack_kw['eps']} on {n} images: classifier accuracy "
+        f"{adv_acc:.3f} ({times['adversarial_s']:.1f}s)")
+    return x_det, t_det, val, adv_acc, n
 
+
+def _fit_gong(classifier, x_det, t_det, val, gong_width, fit_kw, times,
+              say):
+    """The Gong binary CNN fitted on the images. Returns `(model,
+    accuracies)`."""
     t0 = time.perf_counter()
     gong = gong_binary_cnn(tuple(classifier.input_shape[1:]),
                            width=gong_width)
-    gong_acc = _fit_binary(gong, x_det, t_det, val, epochs=epochs,
-                           batch_size=batch_size,
-                           learning_rate=learning_rate, verbose=verbose)
+    gong_acc = _fit_binary(gong, x_det, t_det, val, **fit_kw)
     times["gong_s"] = time.perf_counter() - t0
     say(f"[unrelated_detectors] gong: accuracy {gong_acc} "
         f"({times['gong_s']:.1f}s)")
+    return gong, gong_acc
 
+
+def _fit_metzen(classifier, x_det, t_det, val, metzen_layer,
+                metzen_filters, metzen_pools, fit_kw, times, say):
+    """The Metzen head fitted on the frozen classifier's `metzen_layer`
+    features (computed once). Returns `(head, accuracies)`."""
     t0 = time.perf_counter()
     trunk = feature_model(classifier, [metzen_layer], name="metzen_trunk")
     feats = trunk.predict(x_det, batch_size=500, verbose=0)
@@ -259,14 +209,17 @@ def fit_unrelated_detectors(
         trunk.predict(val[0], batch_size=500, verbose=0), val[1])
     head = metzen_detector_head(feats.shape[1:], filters=metzen_filters,
                                 pools=metzen_pools)
-    metzen_acc = _fit_binary(head, feats, t_det, feats_val, epochs=epochs,
-                             batch_size=batch_size,
-                             learning_rate=learning_rate, verbose=verbose)
-    del feats, feats_val
+    metzen_acc = _fit_binary(head, feats, t_det, feats_val, **fit_kw)
     times["metzen_s"] = time.perf_counter() - t0
     say(f"[unrelated_detectors] metzen on {metzen_layer!r}: accuracy "
         f"{metzen_acc} ({times['metzen_s']:.1f}s)")
+    return head, metzen_acc
 
+
+def _kde_points(classifier, x_train, y_train, kde_per_class, num_classes,
+                rng, kde_layer, times, say):
+    """`(indices, kde_layer features)` of at most `kde_per_class`
+    training images per class, the KDE's reference points."""
     t0 = time.perf_counter()
     kde_idx = _per_class_subsample(y_train, kde_per_class, num_classes, rng)
     hidden = feature_model(classifier, [kde_layer], name="kde_trunk")
@@ -275,23 +228,103 @@ def fit_unrelated_detectors(
     times["kde_s"] = time.perf_counter() - t0
     say(f"[unrelated_detectors] kde on {kde_layer!r}: {len(kde_idx)} "
         f"reference points ({times['kde_s']:.1f}s)")
+    return kde_idx, kde_features
 
-    config = {
-        "attack": attack, "eps": float(eps), "num_train": n,
-        "epochs": epochs, "batch_size": batch_size,
-        "learning_rate": float(learning_rate),
-        "kde_per_class": kde_per_class, "seed": seed,
-        "gong_width": gong_width, "metzen_filters": list(metzen_filters),
-        "metzen_pools": metzen_pools,
-        "classifier_adversarial_accuracy": adv_acc,
-        "train_accuracy": {"gong": gong_acc[0], "metzen": metzen_acc[0]},
-        "times_s": {k: round(v, 2) for k, v in times.items()},
-    }
-    if attack == "pgd":
-        config.update(steps=steps, step_size=float(step_size or eps / 4))
-    if val is not None:
+
+def _fit_config(settings, adv_acc, gong_acc, metzen_acc, times, steps,
+                step_size):
+    """The system's training record: `settings`, accuracies, timings."""
+    config = {**settings,
+              "classifier_adversarial_accuracy": adv_acc,
+              "train_accuracy": {"gong": gong_acc[0],
+                                 "metzen": metzen_acc[0]},
+              "times_s": {k: round(v, 2) for k, v in times.items()}}
+    if settings["attack"] == "pgd":
+        config.update(steps=steps,
+                      step_size=float(step_size or settings["eps"] / 4))
+    if gong_acc[1] is not None:
         config["val_accuracy"] = {"gong": gong_acc[1],
                                   "metzen": metzen_acc[1]}
+    return config
+
+
+def fit_unrelated_detectors(
+        classifier: keras.Model, x_train: np.ndarray, y_train: np.ndarray,
+        *, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+        seed: int = 0, num_train: int = 5000, attack: str = "fgsm",
+        eps: float = 0.1, steps: int = 5, step_size: float | None = None,
+        epochs: int = 3, batch_size: int = 128, learning_rate: float = 1e-3,
+        kde_per_class: int = 500, bandwidth: float = MNIST_BANDWIDTH,
+        metzen_layer: str = "pool2", kde_layer: str = "fc",
+        gong_width: int = 16,
+        metzen_filters: Sequence[int] = METZEN_FILTERS,
+        metzen_pools: int = 1, verbose: int = 1) -> DetectionSystem:
+    """Trains the Gong and Metzen detectors and sets up the KDE; the
+    classifier is not changed. Defaults are scaled down from the papers'
+    full-training-set runs to about a minute of CPU (module doc).
+
+    Args:
+        classifier: Functional Keras model, float32 images `(batch, H, W,
+            C)` in `[0, 1]` -> logits `(batch, classes)`, with layers named
+            `metzen_layer` and `kde_layer` (the Madry CNN's "pool2", "fc").
+        x_train: float32 `(N, H, W, C)` in `[0, 1]`; y_train: int `(N,)`.
+        x_val, y_val: optional held-out images and labels, never trained
+            on: the detectors' accuracy on them and their adversarial
+            examples goes to `config["val_accuracy"]`.
+        seed: subsampling, PGD starts, initialization (it also calls
+            `keras.utils.set_random_seed(seed)`).
+        num_train: training images used for the two detectors (each gives
+            one clean and one adversarial example), at most N.
+        attack: "fgsm" or "pgd" (L-inf), the adversary the detectors learn.
+        eps: its L-inf budget on the `[0, 1]` scale (0.1).
+        steps, step_size: PGD only (default step `eps / 4`).
+        epochs, batch_size, learning_rate: Adam training of both detectors.
+        kde_per_class: KDE reference points per class (or all it has).
+        bandwidth: KDE bandwidth (1.20, Feinman et al.'s MNIST value).
+        metzen_layer, kde_layer: the layers the Metzen head and KDE read.
+        gong_width: first-conv width of the Gong binary CNN.
+        metzen_filters, metzen_pools: see `metzen_detector_head`.
+        verbose: 0 silent, 1 prints each stage and its time.
+
+    Returns:
+        An uncalibrated `DetectionSystem` ("gong", "metzen", "kde"); its
+        config records the settings, train/val accuracies and timings.
+
+    Raises:
+        ValueError: images not float in `[0, 1]` or labels not matching,
+            `num_train` / `epochs` / `kde_per_class` < 1, an unknown
+            `attack`, a layer name missing from the classifier, or a class
+            without training images.
+    """
+    x_train, y_train = _check_fit_args(x_train, y_train, attack, num_train,
+                                       epochs, kde_per_class, batch_size)
+    num_classes = int(classifier.output_shape[-1])
+    say = print if verbose else (lambda *a, **k: None)
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    times = {}
+    attack_kw = dict(attack=attack, eps=eps, steps=steps,
+                     step_size=step_size, seed=seed)
+    x_det, t_det, val, adv_acc, n = _detector_data(
+        classifier, x_train, y_train, x_val, y_val, rng, num_train,
+        attack_kw, times, say)
+    fit_kw = dict(epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, verbose=verbose)
+
+    gong, gong_acc = _fit_gong(classifier, x_det, t_det, val, gong_width,
+                               fit_kw, times, say)
+    head, metzen_acc = _fit_metzen(classifier, x_det, t_det, val,
+                                   metzen_layer, metzen_filters,
+                                   metzen_pools, fit_kw, times, say)
+    kde_idx, kde_features = _kde_points(classifier, x_train, y_train,
+                                        kde_per_class, num_classes, rng,
+                                        kde_layer, times, say)
+    config = _fit_config(
+        dict(attack=attack, eps=float(eps), num_train=n, epochs=epochs,
+             batch_size=batch_size, learning_rate=float(learning_rate),
+             kde_per_class=kde_per_class, seed=seed, gong_width=gong_width,
+             metzen_filters=list(metzen_filters), metzen_pools=metzen_pools),
+        adv_acc, gong_acc, metzen_acc, times, steps, step_size)
     return unrelated_detectors_system(
         classifier, gong, head, kde_features, y_train[kde_idx], bandwidth,
         metzen_layer=metzen_layer, kde_layer=kde_layer, config=config)
