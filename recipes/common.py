@@ -228,3 +228,31 @@ def defense_smoke(c: ml_collections.ConfigDict, **fit: Any) -> None:
             attack.binary_search_steps = 2
         if "restarts" in attack:
             attack.restarts = 1
+
+
+def detection_recipe(name: str, arg: str | None, *,
+                     adaptive: str = "detector_joint",
+                     smoke: dict | None = None) -> ml_collections.ConfigDict:
+    """A detection-defense recipe: `defense_fmnist(name)` with the naive
+    C&W L2 and the adaptive `adaptive` attack at 50 Adam steps x 4 values
+    of c (one start), what a 2-core CPU affords for 500 images; `arg`
+    "smoke" applies `defense_smoke(c, **smoke)`."""
+    args = parse_arg(arg)
+    c = defense_fmnist(
+        name, naive_attack=cw_l2_attack(steps=50, binary_search_steps=4),
+        adaptive_attack=joint_attack(adaptive, steps=50,
+                                     binary_search_steps=4, restarts=1))
+    if args.smoke:
+        defense_smoke(c, **(smoke or {}))
+    return c
+
+
+def purifier_recipe(name: str, arg: str | None, *, fit: dict,
+                    smoke: dict | None = None) -> ml_collections.ConfigDict:
+    """An input-purifier recipe: `defense_fmnist(name, fit=fit)`; `arg`
+    "smoke" applies `defense_smoke(c, **smoke)`."""
+    args = parse_arg(arg)
+    c = defense_fmnist(name, fit=fit)
+    if args.smoke:
+        defense_smoke(c, **(smoke or {}))
+    return c

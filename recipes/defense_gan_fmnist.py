@@ -21,10 +21,8 @@ from recipes import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg)
-    c = common.defense_fmnist(
-        "defense_gan", fit={"epochs": 3, "width": 32, "latent_dim": 128,
-                            "steps": 200, "restarts": 10})
-    if args.smoke:
-        common.defense_smoke(c, epochs=1, steps=5, restarts=2)
-    return c
+    return common.purifier_recipe(
+        "defense_gan", arg,
+        fit={"epochs": 3, "width": 32, "latent_dim": 128, "steps": 200,
+             "restarts": 10},
+        smoke={"epochs": 1, "steps": 5, "restarts": 2})

@@ -24,12 +24,4 @@ from recipes import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg)
-    c = common.defense_fmnist(
-        "feature_squeezing",
-        naive_attack=common.cw_l2_attack(steps=50, binary_search_steps=4),
-        adaptive_attack=common.joint_attack(
-            "detector_joint", steps=50, binary_search_steps=4, restarts=1))
-    if args.smoke:
-        common.defense_smoke(c)
-    return c
+    return common.detection_recipe("feature_squeezing", arg)

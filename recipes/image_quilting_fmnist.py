@@ -20,10 +20,7 @@ from recipes import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg)
-    c = common.defense_fmnist(
-        "image_quilting", fit={"patch_size": 4, "neighbours": 10,
-                               "max_patches": 20000})
-    if args.smoke:
-        common.defense_smoke(c, max_patches=2000)
-    return c
+    return common.purifier_recipe(
+        "image_quilting", arg,
+        fit={"patch_size": 4, "neighbours": 10, "max_patches": 20000},
+        smoke={"max_patches": 2000})

@@ -20,8 +20,5 @@ from recipes import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg)
-    c = common.defense_fmnist("jpeg", fit={"quality": 75})
-    if args.smoke:
-        common.defense_smoke(c)
-    return c
+    return common.purifier_recipe(
+        "jpeg", arg, fit={"quality": 75})

@@ -20,9 +20,5 @@ from recipes import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg)
-    c = common.defense_fmnist(
-        "pixel_defend", fit={"epochs": 1, "filters": 16, "num_layers": 3})
-    if args.smoke:
-        common.defense_smoke(c, epochs=1)
-    return c
+    return common.purifier_recipe(
+        "pixel_defend", arg, fit={"epochs": 1, "filters": 16, "num_layers": 3}, smoke={"epochs": 1})

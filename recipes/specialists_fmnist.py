@@ -24,13 +24,8 @@ from recipes import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg)
-    c = common.defense_fmnist(
-        "specialists",
-        naive_attack=common.cw_l2_attack(steps=50, binary_search_steps=4),
-        adaptive_attack=common.joint_attack(
-            "specialists_targeted", steps=50, binary_search_steps=4, restarts=1))
-    if args.smoke:
-        common.defense_smoke(c, epochs=1, confusion_images=100,
-                             max_per_class=30)
-    return c
+    return common.detection_recipe("specialists", arg,
+                                   adaptive="specialists_targeted",
+                                   smoke={"epochs": 1,
+                                          "confusion_images": 100,
+                                          "max_per_class": 30})

@@ -20,10 +20,5 @@ from recipes import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg)
-    c = common.defense_fmnist(
-        "tv_minimization", fit={"drop_prob": 0.5, "tv_weight": 0.03,
-                                "steps": 200})
-    if args.smoke:
-        common.defense_smoke(c, steps=10)
-    return c
+    return common.purifier_recipe(
+        "tv_minimization", arg, fit={"drop_prob": 0.5, "tv_weight": 0.03, "steps": 200}, smoke={"steps": 10})

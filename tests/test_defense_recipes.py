@@ -4,18 +4,14 @@ and writes a calibrated detection system or a purified model that
 evaluate.py scores (detection mode, or BPDA / EOT for purifiers)."""
 
 import json
-import sys
-from unittest import mock
 
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
 import recipes
 from core.errors import UserError
 from recipes import ranges
-from tests.train_utils import run_train
+from tests.train_utils import run_evaluate, run_train
 
 # Named in full (tests/test_train_smoke.py checks each recipe it leaves
 # out of its own smoke runs is named here).
@@ -32,15 +28,6 @@ def test_smoke_list_is_every_defense_recipe():
         r for r in recipes.list_recipes()
         if recipes.get_config(r).get("defense") is not None)
 
-
-def run_evaluate(*argv):
-    import evaluate
-
-    argv = ["evaluate.py", *argv]
-    with flagsaver.flagsaver(), mock.patch.object(sys, "argv", argv):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(argv)
-        evaluate.main([])
 
 
 @pytest.fixture(scope="module")

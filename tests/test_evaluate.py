@@ -4,23 +4,11 @@ overwriting, flags over the recipe's threat model."""
 import json
 import pathlib
 import sys
-from unittest import mock
 
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
-from tests.train_utils import run_train
+from tests.train_utils import run_evaluate, run_train
 
-
-def run_evaluate(*argv):
-    import evaluate
-
-    argv = ["evaluate.py", *argv]
-    with flagsaver.flagsaver(), mock.patch.object(sys, "argv", argv):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(argv)
-        evaluate.main([])
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,17 @@ def run_train(workdir, recipe, *overrides, strategy="one_device"):
         train.main([])
 
 
+def run_evaluate(*argv):
+    """Runs evaluate.main in this process, as `python evaluate.py ARGV`."""
+    import evaluate
+
+    argv = ["evaluate.py", *argv]
+    with flagsaver.flagsaver(), mock.patch.object(sys, "argv", argv):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(argv)
+        evaluate.main([])
+
+
 def train_process(workdir, recipe, *overrides, env=None, strategy=None):
     """Starts `python train.py` as a subprocess (returns the Popen)."""
     args = [sys.executable, "train.py", f"--recipe={recipe}",

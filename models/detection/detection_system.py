@@ -270,12 +270,12 @@ def load_system(path: str | os.PathLike) -> DetectionSystem:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path / SYSTEM_FILE} is not a detection system "
                         f"description ({err})") from None
-    models = {name: _read_model(path / f"{name}.keras") for name in parts}
+    loaded = {name: _read_model(path / f"{name}.keras") for name in parts}
     arrays = {}
     if meta.get("arrays"):
         with np.load(path / "arrays.npz") as data:
             arrays = {k: data[k] for k in meta["arrays"]}
     return DetectionSystem(
-        kind, models.pop("classifier"), models.pop("detector"), names,
+        kind, loaded.pop("classifier"), loaded.pop("detector"), names,
         thresholds=meta["thresholds"], scales=meta["scales"],
-        components=models, arrays=arrays, config=meta.get("config"))
+        components=loaded, arrays=arrays, config=meta.get("config"))
