@@ -90,3 +90,21 @@ def test_detection_report(tmp_path, classifier):
     with pytest.raises(UserError, match="num_examples=6000"):
         run_evaluate(f"--model={tmp_path / 'system'}",
                      "--num_examples=6000")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--recipe.defense.fpr=1.5", r"defense.fpr=1.5 is not accepted"),
+    ("--recipe.defense.name=nope", r"defense.name='nope' is not accepted"),
+    ("--recipe.defense.calibration_examples=5", "calibration_examples=5"),
+])
+def test_bad_defense_fields_fail_before_training(tmp_path, override,
+                                                 message):
+    with pytest.raises(ValueError, match=message):
+        run_train(tmp_path, "jpeg_fmnist:smoke", override)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_missing_classifier_file(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        run_train(tmp_path, "jpeg_fmnist:smoke",
+                  f"--recipe.defense.classifier={tmp_path / 'none.keras'}")
