@@ -235,8 +235,10 @@ def detection_recipe(name: str, arg: str | None, *,
                      smoke: dict | None = None) -> ml_collections.ConfigDict:
     """A detection-defense recipe: `defense_fmnist(name)` with the naive
     C&W L2 and the adaptive `adaptive` attack at 50 Adam steps x 4 values
-    of c (one start), what a 2-core CPU affords for 500 images; `arg`
-    "smoke" applies `defense_smoke(c, **smoke)`."""
+    of c (one start), what a 2-core CPU affords for 500 images (raise them
+    with evaluate.py --steps / --restarts); `arg` "smoke" applies
+    `defense_smoke(c, **smoke)`. `--recipe.defense.classifier=model.keras`
+    reuses a trained classifier."""
     args = parse_arg(arg)
     c = defense_fmnist(
         name, naive_attack=cw_l2_attack(steps=50, binary_search_steps=4),
@@ -250,7 +252,11 @@ def detection_recipe(name: str, arg: str | None, *,
 def purifier_recipe(name: str, arg: str | None, *, fit: dict,
                     smoke: dict | None = None) -> ml_collections.ConfigDict:
     """An input-purifier recipe: `defense_fmnist(name, fit=fit)`; `arg`
-    "smoke" applies `defense_smoke(c, **smoke)`."""
+    "smoke" applies `defense_smoke(c, **smoke)`. evaluate.py scores it with
+    the base recipe's PGD-20 (L-inf eps 0.1, step 0.01, random start)
+    through BPDA / EOT as the purifier's flags demand (`--naive`: the
+    defense-unaware number); `--recipe.defense.classifier=model.keras`
+    reuses a trained classifier."""
     args = parse_arg(arg)
     c = defense_fmnist(name, fit=fit)
     if args.smoke:

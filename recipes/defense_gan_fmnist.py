@@ -9,10 +9,7 @@ Randomized and non-differentiable: evaluate.py attacks it with BPDA + EOT
 Command:  python train.py --recipe=defense_gan_fmnist --workdir=/tmp/defense_gan
           python evaluate.py --workdir=/tmp/defense_gan --num_examples=500
 Smoke:    python train.py --recipe=defense_gan_fmnist:smoke --workdir=/tmp/s
-Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
-Evaluation: the base recipe's PGD-20 (L-inf eps 0.1, step 0.01, random
-start), through BPDA / EOT as the purifier's flags demand; `--naive` gives
-the defense-unaware number.
+Reuse a classifier and evaluation protocol: `common.purifier_recipe`.
 """
 
 import ml_collections

@@ -9,11 +9,7 @@ through the reformer and detectors (`detector_joint`), ~100% success.
 Command:  python train.py --recipe=magnet_fmnist --workdir=/tmp/magnet
           python evaluate.py --workdir=/tmp/magnet --num_examples=500
 Smoke:    python train.py --recipe=magnet_fmnist:smoke --workdir=/tmp/s
-Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
-Attacks: naive C&W L2 on the undefended classifier and the adaptive
-`detector_joint` on the whole system, each 50 Adam steps x 4 values of c (one
-start): what this 2-core CPU affords for 500 images; raise them with
-evaluate.py --steps / --restarts.
+Reuse a classifier and attack budgets: `common.detection_recipe`.
 """
 
 import ml_collections

@@ -8,10 +8,7 @@ as Athalye et al. 2018 (arXiv 1802.00420, Sec. 5.4.2) did.
 Command:  python train.py --recipe=pixel_defend_fmnist --workdir=/tmp/pixel_defend
           python evaluate.py --workdir=/tmp/pixel_defend --num_examples=500
 Smoke:    python train.py --recipe=pixel_defend_fmnist:smoke --workdir=/tmp/s
-Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
-Evaluation: the base recipe's PGD-20 (L-inf eps 0.1, step 0.01, random
-start), through BPDA / EOT as the purifier's flags demand; `--naive` gives
-the defense-unaware number.
+Reuse a classifier and evaluation protocol: `common.purifier_recipe`.
 """
 
 import ml_collections

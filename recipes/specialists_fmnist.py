@@ -11,11 +11,7 @@ generalist alone.
 Command:  python train.py --recipe=specialists_fmnist --workdir=/tmp/specialists
           python evaluate.py --workdir=/tmp/specialists --num_examples=500
 Smoke:    python train.py --recipe=specialists_fmnist:smoke --workdir=/tmp/s
-Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
-Attacks: naive C&W L2 on the undefended classifier and the adaptive
-`specialists_targeted` on the whole system, each 50 Adam steps x 4 values of c (one
-start): what this 2-core CPU affords for 500 images; raise them with
-evaluate.py --steps / --restarts.
+Reuse a classifier and attack budgets: `common.detection_recipe`.
 """
 
 import ml_collections

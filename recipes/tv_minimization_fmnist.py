@@ -8,10 +8,7 @@ Randomized and non-differentiable: evaluate.py attacks it with BPDA + EOT
 Command:  python train.py --recipe=tv_minimization_fmnist --workdir=/tmp/tv_minimization
           python evaluate.py --workdir=/tmp/tv_minimization --num_examples=500
 Smoke:    python train.py --recipe=tv_minimization_fmnist:smoke --workdir=/tmp/s
-Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
-Evaluation: the base recipe's PGD-20 (L-inf eps 0.1, step 0.01, random
-start), through BPDA / EOT as the purifier's flags demand; `--naive` gives
-the defense-unaware number.
+Reuse a classifier and evaluation protocol: `common.purifier_recipe`.
 """
 
 import ml_collections

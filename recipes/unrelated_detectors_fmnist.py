@@ -10,11 +10,7 @@ He et al. fool all three at once with the joint-loss attack
 Command:  python train.py --recipe=unrelated_detectors_fmnist --workdir=/tmp/unrelated_detectors
           python evaluate.py --workdir=/tmp/unrelated_detectors --num_examples=500
 Smoke:    python train.py --recipe=unrelated_detectors_fmnist:smoke --workdir=/tmp/s
-Reuse a classifier: --recipe.defense.classifier=/tmp/std/model.keras
-Attacks: naive C&W L2 on the undefended classifier and the adaptive
-`detector_joint` on the whole system, each 50 Adam steps x 4 values of c (one
-start): what this 2-core CPU affords for 500 images; raise them with
-evaluate.py --steps / --restarts.
+Reuse a classifier and attack budgets: `common.detection_recipe`.
 """
 
 import ml_collections
